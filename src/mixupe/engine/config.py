@@ -1,0 +1,370 @@
+"""The training configuration: one frozen dataclass that names every hyper-parameter of a run.
+
+The run directory is derived from it (:meth:`TrainConfig.run_name`), so two runs that would
+train the same model share a directory and two that would not never do.
+
+>>> cfg = TrainConfig(dataset="digits", method="mixupe", alpha=2.0, eta=0.01)
+>>> cfg.run_name().split("/")[:3]
+['digits', 'mlp', 'mixupe-v3-a2-eta0.01-t1-sign-1']
+>>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from mixupe.errors import ConfigError
+
+__all__ = ["METHODS", "TrainConfig"]
+
+METHODS = ("erm", "mixup", "cutmix", "manifold", "mixupe")
+MIXINGS = ("auto", "mixup", "cutmix", "manifold")
+CLEAN_PASSES = ("separate", "fused")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+
+# Options that say where a run executes, not what it computes: left out of the run name.
+_PLACEMENT_FIELDS = ("device",)
+
+# Short labels used in run names for options that differ from their defaults.
+_SHORT = {
+    "alpha": "a",
+    "per_sample": "ps",
+    "mixing": "mix",
+    "mix_layers": "layers",
+    "label_smoothing": "ls",
+    "eta": "eta",
+    "version": "v",
+    "threshold": "t",
+    "fast_sign": "sign",
+    "rescale": "rescale",
+    "clean_pass": "clean",
+    "epochs": "e",
+    "batch_size": "b",
+    "optimizer": "opt",
+    "lr": "lr",
+    "momentum": "mom",
+    "weight_decay": "wd",
+    "schedule": "sched",
+    "warmup_epochs": "warm",
+    "milestones": "ms",
+    "gamma": "gamma",
+    "model_options": "mo",
+    "data_options": "do",
+    "fgsm_eps": "fgsm",
+    "ece_bins": "bins",
+    "amp": "amp",
+}
+_METHOD_PART = (
+    "alpha", "per_sample", "mixing", "mix_layers", "label_smoothing", "eta", "version",
+    "threshold", "fast_sign", "rescale", "clean_pass",
+)
+
+
+def _as_options(value: Any, name: str) -> tuple[tuple[str, Any], ...]:
+    """Turn a dict or a sequence of pairs into a sorted tuple of (key, hashable value) pairs."""
+    if value is None:
+        return ()
+    if isinstance(value, dict):
+        items = list(value.items())
+    else:
+        try:
+            items = [(k, v) for k, v in value]
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{name}={value!r} is not a mapping; pass a dict such as {{'width': 256}}"
+            ) from None
+    out = []
+    for key, val in items:
+        if not isinstance(key, str):
+            raise ConfigError(f"{name} key {key!r} is not a string; use option names as keys")
+        out.append((key, _freeze(val)))
+    return tuple(sorted(out))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _fmt(value: Any) -> str:
+    """A compact, file-name-safe rendering of an option value."""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, tuple):
+        text = "_".join(
+            f"{_fmt(v[0])}{_fmt(v[1])}" if isinstance(v, tuple) and len(v) == 2 else _fmt(v)
+            for v in value
+        )
+    elif value is None:
+        text = "none"
+    else:
+        text = str(value)
+    return re.sub(r"[^A-Za-z0-9.+_-]", "", text)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Every hyper-parameter of one training run.
+
+    Invalid values raise :class:`~mixupe.errors.ConfigError` at construction.
+
+    >>> TrainConfig(method="mixup", alpha=0.4).alpha
+    0.4
+    """
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    method: str = "erm"
+    alpha: float = 1.0
+    per_sample: bool = False
+    mixing: str = "auto"
+    mix_layers: tuple[str, ...] | None = None
+    label_smoothing: float = 0.0
+    eta: float = 1e-3
+    version: int = 3
+    threshold: float | None = 1.0
+    fast_sign: int = -1
+    rescale: bool = True
+    clean_pass: str = "separate"
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: int = 0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    model_options: tuple[tuple[str, Any], ...] = field(default=())
+    data_options: tuple[tuple[str, Any], ...] = field(default=())
+    fgsm_eps: float = 0.03
+    ece_bins: int = 15
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "model_options", _as_options(self.model_options, "model_options"))
+        set_(self, "data_options", _as_options(self.data_options, "data_options"))
+        if self.mix_layers is not None:
+            if isinstance(self.mix_layers, str):
+                set_(self, "mix_layers", (self.mix_layers,))
+            else:
+                set_(self, "mix_layers", tuple(self.mix_layers))
+        set_(self, "milestones", tuple(self.milestones))
+        self._check()
+
+    def _check(self) -> None:
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name}={value!r} is not supported; choose one of {allowed}")
+
+        def number(name: str, *, low: float, strict: bool = False, high: float | None = None,
+                   integer: bool = False) -> None:
+            value = getattr(self, name)
+            kind = int if integer else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ConfigError(
+                    f"{name}={value!r} must be {'an integer' if integer else 'a number'}"
+                )
+            if not math.isfinite(value):
+                raise ConfigError(f"{name}={value!r} must be finite; pass a finite number")
+            bad_low = value <= low if strict else value < low
+            if bad_low or (high is not None and value > high):
+                rel = ">" if strict else ">="
+                bound = f" and <= {high}" if high is not None else ""
+                raise ConfigError(
+                    f"{name}={value!r} is out of range; it must be {rel} {low}{bound}"
+                )
+
+        for name in ("dataset", "model"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be a non-empty name")
+        choice("method", METHODS)
+        choice("mixing", MIXINGS)
+        choice("clean_pass", CLEAN_PASSES)
+        choice("optimizer", OPTIMIZERS)
+        choice("schedule", SCHEDULES)
+        number("alpha", low=0.0, strict=True)
+        number("label_smoothing", low=0.0, high=0.999)
+        number("eta", low=0.0)
+        number("version", low=1, high=4, integer=True)
+        if self.threshold is not None:
+            number("threshold", low=-math.inf)
+        if self.fast_sign not in (-1, 1) or isinstance(self.fast_sign, bool):
+            raise ConfigError(f"fast_sign={self.fast_sign!r} must be -1 or 1")
+        number("epochs", low=1, integer=True)
+        number("batch_size", low=1, integer=True)
+        number("lr", low=0.0, strict=True)
+        number("momentum", low=0.0, high=0.999999)
+        number("weight_decay", low=0.0)
+        number("warmup_epochs", low=0, integer=True)
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(
+                f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}; "
+                "lower warmup_epochs or raise epochs"
+            )
+        if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
+            raise ConfigError(
+                f"milestones={self.milestones!r} must be positive epoch numbers, e.g. (30, 60)"
+            )
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ConfigError(
+                f"milestones={self.milestones!r} must be strictly increasing, e.g. (30, 60)"
+            )
+        if self.schedule == "step" and not self.milestones:
+            raise ConfigError(
+                "schedule='step' needs milestones, e.g. milestones=(30, 60); "
+                "or use schedule='cosine'"
+            )
+        number("gamma", low=0.0, strict=True, high=1.0)
+        number("fgsm_eps", low=0.0)
+        number("ece_bins", low=1, integer=True)
+        number("seed", low=0, integer=True)
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(
+                f"device={self.device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+            )
+        if self.mix_layers is not None and (
+            not self.mix_layers or not all(isinstance(s, str) and s for s in self.mix_layers)
+        ):
+            raise ConfigError(
+                f"mix_layers={self.mix_layers!r} must be a non-empty sequence of submodule "
+                "names, or None for the model's own mix_layers"
+            )
+
+    # ------------------------------------------------------------------ normalisation
+    def normalized(self) -> TrainConfig:
+        """A copy with options that cannot affect this run reset to their defaults.
+
+        Equivalent runs then share one run name:
+
+        >>> TrainConfig(method="erm", eta=0.5).normalized() == TrainConfig(method="erm")
+        True
+        """
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        reset: set[str] = set()
+        mixupe_only = {"mixing", "eta", "version", "threshold", "fast_sign", "rescale",
+                       "clean_pass"}
+        if self.method == "erm":
+            reset |= mixupe_only | {"alpha", "per_sample", "mix_layers"}
+        elif self.method in ("mixup", "cutmix"):
+            reset |= mixupe_only | {"mix_layers"}
+        elif self.method == "manifold":
+            reset |= mixupe_only
+        else:  # mixupe
+            if self.mixing in ("mixup", "cutmix"):
+                reset.add("mix_layers")
+            if self.version in (2, 4):
+                reset.add("threshold")  # versions 2 and 4 use every sample
+            if self.version in (1, 2):
+                reset.add("fast_sign")  # the sign only applies to the fast score
+        if self.schedule != "step":
+            reset |= {"milestones", "gamma"}
+        if self.optimizer != "sgd":
+            reset.add("momentum")
+        return dataclasses.replace(self, **{name: defaults[name] for name in reset})
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists, option pairs become dicts)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("model_options", "data_options"):
+                value = {k: _thaw(v) for k, v in value}
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build a config from a dict such as :meth:`to_dict` returns or a parsed TOML table."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a dict of options, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config keys {unknown}; remove them or use one of {sorted(known)}"
+            )
+        values = dict(d)
+        for key in ("mix_layers", "milestones"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        try:
+            return cls(**values)
+        except TypeError as exc:  # e.g. a value of an impossible type for a comparison
+            raise ConfigError(f"bad config value: {exc}; check the option types") from exc
+
+    # ------------------------------------------------------------------ naming
+    def config_hash(self) -> str:
+        """Six hex digits identifying the normalised config (placement options excluded)."""
+        d = self.normalized().to_dict()
+        for name in _PLACEMENT_FIELDS:
+            d.pop(name)
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:6]
+
+    def run_name(self) -> str:
+        """A readable relative path naming the run: dataset/model/method-options/seed-hash.
+
+        Every option that differs from its default appears; the hash covers all options
+        (except ``device``, which says where a run executes, not what it computes).
+
+        >>> TrainConfig(method="mixup", alpha=0.2, epochs=3).run_name()[:-6]
+        'digits/mlp/mixup-a0.2/e3-seed0-'
+        """
+        cfg = self.normalized()
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+        def differs(name: str) -> bool:
+            return getattr(cfg, name) != defaults[name]
+
+        method = [cfg.method]
+        if cfg.method == "mixupe":
+            method.append(f"v{cfg.version}")
+        if cfg.method != "erm":
+            method.append(f"a{_fmt(cfg.alpha)}")
+        if cfg.method == "mixupe":
+            method.append(f"eta{_fmt(cfg.eta)}")
+            if cfg.version in (1, 3):
+                method.append(f"t{_fmt(cfg.threshold)}")
+            if cfg.version in (3, 4):
+                method.append(f"sign{cfg.fast_sign}")
+        shown = {"alpha", "version", "eta", "threshold", "fast_sign"}
+        method += [
+            f"{_SHORT[n]}{_fmt(getattr(cfg, n))}"
+            for n in _METHOD_PART if n not in shown and differs(n)
+        ]
+        train = [
+            f"{_SHORT[n]}{_fmt(getattr(cfg, n))}"
+            for n in _SHORT if n not in _METHOD_PART and differs(n)
+        ]
+        train += [f"seed{cfg.seed}", cfg.config_hash()]
+        parts = [_fmt(cfg.dataset), _fmt(cfg.model), "-".join(method)[:120],
+                 "-".join(train)[-120:].lstrip("-")]
+        return "/".join(parts)

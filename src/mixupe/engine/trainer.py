@@ -1,0 +1,554 @@
+"""The training loop: build data, model and objective from a config, train, evaluate, checkpoint.
+
+>>> from mixupe.engine import TrainConfig, train          # doctest: +SKIP
+>>> result = train(TrainConfig(dataset="digits", epochs=2), runs_root="runs")  # doctest: +SKIP
+>>> result.final["test"]["acc"]                            # doctest: +SKIP
+0.93...
+
+Guarantees:
+- evaluation is on clean data (val and test every epoch, ``model.eval()``, no mixing);
+- a CPU run is bit-repeatable for a given config, and ``resume=True`` continues exactly
+  (every generator and the global RNG state used by dropout are checkpointed);
+- a non-finite loss stops the run with :class:`~mixupe.errors.NonFiniteLossError`, writes
+  ``failed.json`` and keeps the checkpoint of the last finished epoch;
+- under ``torchrun`` the same call trains with DistributedDataParallel (see
+  :mod:`mixupe.engine.distributed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import logging
+import math
+import platform
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mixupe.engine import distributed as D
+from mixupe.engine.checkpoint import load_checkpoint, save_checkpoint
+from mixupe.engine.config import TrainConfig
+from mixupe.engine.metrics import calibration_bins, ece_from_bins, fgsm_perturb
+from mixupe.engine.optim import build_optimizer, build_scheduler
+from mixupe.engine.rundir import RunDir
+from mixupe.errors import ConfigError, InputError, NonFiniteLossError
+
+__all__ = ["RunResult", "build_objective", "derive_seed", "evaluate", "train"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+NONFINITE_CHECK_EVERY = 50  # steps between (collective) finiteness checks inside an epoch
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns: where the run lives and how it ended."""
+
+    run_dir: Path
+    config: TrainConfig
+    final: dict[str, Any]  # the last finished epoch's metrics record
+    complete: bool
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed derived from ``seed`` and a purpose (e.g. ``"mix", rank``).
+
+    >>> derive_seed(0, "mix", 0) != derive_seed(0, "mix", 1)
+    True
+    """
+    text = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+# ---------------------------------------------------------------------- building blocks
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def build_model(cfg: TrainConfig, ds: Any) -> nn.Module:
+    """The model named by ``cfg.model`` for dataset ``ds``, initialised from ``cfg.seed``."""
+    from mixupe import models
+
+    options = dict(cfg.model_options)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "model"))
+        if _accepts(models.build, "generator") and "generator" not in options:
+            options["generator"] = torch.Generator().manual_seed(derive_seed(cfg.seed, "init"))
+        return models.build(cfg.model, input_shape=ds.input_shape,
+                            num_classes=ds.num_classes, **options)
+
+
+def build_objective(cfg: TrainConfig, *, model: nn.Module, num_classes: int, domain: str,
+                    generator: torch.Generator) -> Any:
+    """The loss objective of ``cfg.method``, drawing from ``generator``, for the hot path.
+
+    Input checks and the per-step finiteness check are switched off where the objective
+    offers it (the trainer checks finiteness itself without a per-step sync).
+    """
+    import mixupe.objectives as O
+
+    graphs = domain == "graphs"
+    layers = cfg.mix_layers if cfg.mix_layers is not None else tuple(
+        getattr(model, "mix_layers", ()) or ())
+    common: dict[str, Any] = {"num_classes": num_classes, "generator": generator}
+    if cfg.label_smoothing:
+        common["label_smoothing"] = cfg.label_smoothing
+    mix = {"alpha": cfg.alpha, "per_sample": cfg.per_sample}
+    if cfg.method == "erm":
+        cls, kw = O.ERM, dict(common)
+    elif cfg.method == "mixup" and graphs:
+        cls, kw = O.ManifoldMixup, {**common, **mix, "layers": ["pool"]}
+    elif cfg.method == "mixup":
+        cls, kw = O.Mixup, {**common, **mix}
+    elif cfg.method == "cutmix":
+        if graphs:
+            raise ConfigError(
+                f"method='cutmix' cannot mix graphs (dataset={cfg.dataset!r}); use "
+                "method='mixup' (mixed at the pooled embedding) or 'manifold'"
+            )
+        cls, kw = O.CutMix, {**common, **mix}
+    elif cfg.method == "manifold":
+        cls, kw = O.ManifoldMixup, {**common, **mix, "layers": list(layers)}
+    else:
+        mixing = cfg.mixing
+        if mixing == "auto":
+            mixing = "manifold" if graphs else "mixup"
+        kw = {**common, **mix, "mixing": mixing, "eta": cfg.eta, "version": cfg.version,
+              "threshold": cfg.threshold, "fast_sign": cfg.fast_sign, "rescale": cfg.rescale,
+              "clean_pass": cfg.clean_pass}
+        if mixing == "manifold":
+            kw["layers"] = ["pool"] if graphs and cfg.mix_layers is None else list(layers)
+        cls = O.MixupE
+    for name in ("validate", "check_finite"):
+        if _accepts(cls, name):
+            kw[name] = False
+    return cls(**kw)
+
+
+class _ObjectiveStep(nn.Module):
+    """Runs the whole objective inside one ``forward``.
+
+    Wrapped in DistributedDataParallel, the objective's extra clean pass and (versions 1/2)
+    its input-gradient pass then happen inside a single DDP forward, so the gradients of the
+    one backward are all-reduced exactly once.
+    """
+
+    def __init__(self, model: nn.Module, objective: Any) -> None:
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "objective", objective)  # not a submodule: no state to sync
+        object.__setattr__(self, "last", None)
+
+    def forward(self, x: Any, y: torch.Tensor) -> torch.Tensor:
+        out = self.objective(self.model, x, y)
+        object.__setattr__(self, "last", out)
+        return out.loss
+
+
+def _batches(split: Any, *, batch_size: int, shuffle: bool, generator: torch.Generator | None,
+             device: torch.device, ctx: D.DistContext) -> Iterator[tuple[Any, torch.Tensor]]:
+    from mixupe import data
+
+    return iter(data.batches(split, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                             drop_last=False, device=device, rank=ctx.rank,
+                             world_size=ctx.world_size))
+
+
+def _local_size(n: int, ctx: D.DistContext) -> int:
+    """Samples in this rank's shard (at most one apart between ranks)."""
+    return len(range(ctx.rank, n, ctx.world_size))
+
+
+def _steps_per_epoch(n_train: int, batch_size: int, ctx: D.DistContext) -> int:
+    """Optimiser steps per epoch, equal on every rank; a last batch of one sample is skipped
+    (BatchNorm cannot train on it)."""
+    local = _local_size(n_train, ctx)
+    steps = local // batch_size + (1 if local % batch_size >= 2 else 0)
+    return D.all_reduce_min(steps, ctx)
+
+
+# ---------------------------------------------------------------------- evaluation
+def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
+             device: str | torch.device = "cpu", fgsm_eps: float = 0.03, ece_bins: int = 15,
+             ctx: D.DistContext | None = None) -> dict[str, float]:
+    """Clean accuracy, NLL, Brier score, ECE and FGSM accuracy of ``model`` on ``split``.
+
+    The model runs in eval mode (its previous mode is restored). Under DDP pass ``ctx``: each
+    rank evaluates its shard and the sums are all-reduced, so every rank gets the same numbers.
+
+    >>> import mixupe.data, mixupe.models                     # doctest: +SKIP
+    >>> ds = mixupe.data.load("digits")                        # doctest: +SKIP
+    >>> m = mixupe.models.build("mlp", input_shape=ds.input_shape, num_classes=10)  # doctest: +SKIP
+    >>> sorted(evaluate(m, ds.val))                            # doctest: +SKIP
+    ['acc', 'brier', 'ece', 'fgsm_acc', 'nll']
+    """
+    ctx = ctx or D.DistContext(0, 1, 0, torch.device(device), owns_group=False)
+    dev = torch.device(device)
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(5, dtype=torch.float64, device=dev)  # n, correct, nll, brier, fgsm
+    bins = torch.zeros(3, ece_bins, dtype=torch.float64, device=dev)
+    try:
+        for x, y in _batches(split, batch_size=batch_size, shuffle=False, generator=None,
+                             device=dev, ctx=ctx):
+            with torch.no_grad():
+                logits = model(x).double()
+            logp = logits.log_softmax(dim=1)
+            onehot = torch.nn.functional.one_hot(y.long(), logits.shape[1]).double()
+            sums[0] += y.shape[0]
+            sums[1] += (logits.argmax(dim=1) == y).sum()
+            sums[2] -= logp.gather(1, y.long()[:, None]).sum()
+            sums[3] += (logp.exp() - onehot).pow(2).sum()
+            bins += calibration_bins(logits, y, ece_bins)
+            if math.isfinite(fgsm_eps):
+                adv = fgsm_perturb(model, x, y, fgsm_eps)
+                with torch.no_grad():
+                    sums[4] += (model(adv).argmax(dim=1) == y).sum()
+    finally:
+        model.train(was_training)
+    flat = D.all_reduce_sum(torch.cat([sums, bins.flatten()]), ctx).cpu()
+    sums, bins = flat[:5], flat[5:].view(3, ece_bins)
+    n = sums[0].item()
+    if n == 0:
+        raise InputError("evaluate got an empty split; pass a split with at least one sample")
+    return {
+        "acc": sums[1].item() / n,
+        "nll": sums[2].item() / n,
+        "brier": sums[3].item() / n,
+        "ece": ece_from_bins(bins),
+        "fgsm_acc": sums[4].item() / n,
+    }
+
+
+# ---------------------------------------------------------------------- training
+@dataclass
+class _Parts:
+    ds: Any
+    model: nn.Module
+    objective: Any
+    step_module: nn.Module  # the _ObjectiveStep, possibly wrapped in DDP
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: Any
+    mix_generator: torch.Generator
+    steps_per_epoch: int
+    amp_dtype: torch.dtype | None
+
+
+def _on_main(ctx: D.DistContext, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on rank 0 only; every rank gets its value, or raises its exception."""
+    value, error = None, None
+    if ctx.is_main:
+        try:
+            value = fn()
+        except Exception as exc:
+            if not ctx.distributed:
+                raise
+            error = exc
+    value, error = D.broadcast_object((value, error), ctx)
+    if error is not None:
+        raise error
+    return value
+
+
+def _environment(ctx: D.DistContext, amp_dtype: torch.dtype | None) -> dict[str, Any]:
+    import mixupe
+
+    return {
+        "torch": torch.__version__, "mixupe": mixupe.__version__,
+        "python": platform.python_version(), "host": socket.gethostname(),
+        "device": str(ctx.device), "world_size": ctx.world_size,
+        "amp_dtype": str(amp_dtype) if amp_dtype else None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _build(cfg: TrainConfig, ctx: D.DistContext) -> _Parts:
+    from mixupe import data
+
+    options = dict(cfg.data_options)
+    ds = data.load(cfg.dataset, **options)
+    model = build_model(cfg, ds).to(ctx.device)
+    mix_gen = torch.Generator(device=ctx.device)
+    mix_gen.manual_seed(derive_seed(cfg.seed, "mix", ctx.rank))
+    objective = build_objective(cfg, model=model, num_classes=ds.num_classes,
+                                domain=ds.domain, generator=mix_gen)
+    step_module: nn.Module = _ObjectiveStep(model, objective)
+    if ctx.distributed:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+    optimizer = build_optimizer(model.parameters(), cfg)
+    steps = _steps_per_epoch(len(ds.train), cfg.batch_size, ctx)
+    if steps < 1:
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} leaves no training step: the training split has "
+            f"{len(ds.train)} samples over {ctx.world_size} process(es); lower batch_size"
+        )
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=steps)
+    amp_dtype, scaler = None, None
+    if cfg.amp:
+        if ctx.device.type != "cuda":
+            raise ConfigError(
+                f"amp=True needs a CUDA device but the run is on {ctx.device}; "
+                "drop --amp or use device='cuda'"
+            )
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if amp_dtype == torch.float16:
+            scaler = torch.amp.GradScaler("cuda")
+    return _Parts(ds, model, objective, step_module, optimizer, scheduler, scaler, mix_gen,
+                  steps, amp_dtype)
+
+
+def _rank_state(parts: _Parts, ctx: D.DistContext) -> dict[str, Any]:
+    state = {"mix_generator": parts.mix_generator.get_state(),
+             "cpu_rng": torch.get_rng_state()}
+    if ctx.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(ctx.device)
+    return state
+
+
+def _objective_state(objective: Any) -> dict[str, Any]:
+    mean = getattr(objective, "data_mean", None)
+    return {"data_mean": mean.detach().cpu()} if isinstance(mean, torch.Tensor) else {}
+
+
+def _save(run: RunDir, parts: _Parts, ctx: D.DistContext, *, epoch: int, step: int) -> None:
+    ranks = D.all_gather_objects(_rank_state(parts, ctx), ctx)
+    if not ctx.is_main:
+        return
+    save_checkpoint(run.checkpoint_path, {
+        "format": CHECKPOINT_FORMAT, "epoch": epoch, "global_step": step,
+        "world_size": ctx.world_size, "config_hash": run.cfg.config_hash(),
+        "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+        "objective": _objective_state(parts.objective), "rank_states": ranks,
+    })
+
+
+def _restore(ckpt: dict[str, Any], parts: _Parts, ctx: D.DistContext, run: RunDir) -> None:
+    if ckpt.get("world_size") != ctx.world_size:
+        raise ConfigError(
+            f"checkpoint in {run.path} was written by {ckpt.get('world_size')} process(es) but "
+            f"this run has {ctx.world_size}; resume with the same number of processes or "
+            "pass --overwrite"
+        )
+    parts.model.load_state_dict(ckpt["model"])
+    parts.optimizer.load_state_dict(ckpt["optimizer"])
+    parts.scheduler.load_state_dict(ckpt["scheduler"])
+    if parts.scaler is not None and ckpt.get("scaler") is not None:
+        parts.scaler.load_state_dict(ckpt["scaler"])
+    mean = ckpt.get("objective", {}).get("data_mean")
+    if mean is not None:
+        parts.objective.data_mean = mean.to(ctx.device)
+    state = ckpt["rank_states"][ctx.rank]
+    parts.mix_generator.set_state(state["mix_generator"])
+    torch.set_rng_state(state["cpu_rng"])
+    if "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], ctx.device)
+
+
+def _stat(out: Any, *names: str) -> torch.Tensor | None:
+    """A detached statistic tensor of an objective output, without a device sync."""
+    stats = getattr(out, "stat_tensors", None) or {}
+    for name in names:
+        value = stats.get(name)
+        if isinstance(value, torch.Tensor):
+            return value.detach().double().reshape(())
+    return None
+
+
+def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: int,
+                 step: int, bar: Any) -> tuple[dict[str, Any], int]:
+    inner = parts.step_module.module if ctx.distributed else parts.step_module
+    parts.step_module.train()
+    shuffle = torch.Generator().manual_seed(derive_seed(cfg.seed, "shuffle", epoch))
+    dev = ctx.device
+    # loss, mixup loss, reg, reg ratio, selected fraction; then the count of steps with stats
+    acc = torch.zeros(6, dtype=torch.float64, device=dev)
+    autocast = (torch.autocast("cuda", dtype=parts.amp_dtype) if parts.amp_dtype
+                else contextlib.nullcontext())
+    batches = _batches(parts.ds.train, batch_size=cfg.batch_size, shuffle=True,
+                       generator=shuffle, device=dev, ctx=ctx)
+    for i in range(parts.steps_per_epoch):
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            raise InputError(
+                f"the training batches of rank {ctx.rank} ran out after {i} of "
+                f"{parts.steps_per_epoch} steps; the data shards are uneven, report this bug"
+            ) from None
+        parts.optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = parts.step_module(x, y)
+        if parts.scaler is not None:
+            parts.scaler.scale(loss).backward()
+            parts.scaler.step(parts.optimizer)
+            parts.scaler.update()
+        else:
+            loss.backward()
+            parts.optimizer.step()
+        parts.scheduler.step()
+        step += 1
+        detached = loss.detach().double()
+        acc[0] += detached
+        out = inner.last
+        mix = _stat(out, "mixup_loss", "loss_mix")
+        reg = _stat(out, "reg", "regulariser", "regularizer")
+        sel = _stat(out, "selected_frac", "selected_fraction")
+        if mix is not None or reg is not None or sel is not None:
+            mix = detached if mix is None else mix
+            reg = torch.zeros((), dtype=torch.float64, device=dev) if reg is None else reg
+            acc[1] += mix
+            acc[2] += reg
+            acc[3] += reg.abs() / mix.abs().clamp_min(1e-12)
+            acc[4] += sel if sel is not None else 1.0
+            acc[5] += 1
+        else:
+            acc[1] += detached
+        if bar is not None:
+            bar.update(1)
+        if (i + 1) % NONFINITE_CHECK_EVERY == 0 and i + 1 < parts.steps_per_epoch:
+            _check_finite(acc[0].clone(), ctx, epoch=epoch, step=step)
+    totals = D.all_reduce_sum(acc, ctx).cpu()
+    _check_finite(totals[0], ctx, epoch=epoch, step=step, reduced=True)
+    n = parts.steps_per_epoch * ctx.world_size
+    record: dict[str, Any] = {"loss": totals[0].item() / n, "mixup_loss": totals[1].item() / n,
+                              "reg": 0.0, "reg_ratio": 0.0, "selected_frac": None}
+    if totals[5].item() > 0:
+        k = max(totals[5].item(), 1.0)
+        record.update(reg=totals[2].item() / k, reg_ratio=totals[3].item() / k,
+                      selected_frac=totals[4].item() / k)
+    return record, step
+
+
+def _check_finite(total: torch.Tensor, ctx: D.DistContext, *, epoch: int, step: int,
+                  reduced: bool = False) -> None:
+    if not reduced:
+        total = D.all_reduce_sum(total, ctx)
+    if not bool(torch.isfinite(total).item()):
+        raise NonFiniteLossError(
+            f"the training loss became non-finite ({total.item()}) in epoch {epoch} by step "
+            f"{step}; lower lr, raise warmup_epochs or check the data; the checkpoint of the "
+            "last finished epoch is kept"
+        )
+
+
+def train(cfg: TrainConfig, *, runs_root: str | Path = "runs", resume: bool = False,
+          overwrite: bool = False, progress: bool = True,
+          max_epochs: int | None = None) -> RunResult:
+    """Train ``cfg`` in its run directory ``runs_root / cfg.run_name()``.
+
+    ``resume=True`` continues from the checkpoint (or returns a complete run's result);
+    ``overwrite=True`` deletes an existing run directory first; without either, an existing
+    directory raises :class:`~mixupe.errors.ConfigError`. ``max_epochs`` stops once that many
+    epochs (in total) are finished, leaving the run incomplete but resumable. Under
+    ``torchrun`` (``WORLD_SIZE > 1``) the process group is started here and only rank 0
+    writes files.
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError(f"cfg must be a TrainConfig, got {type(cfg).__name__}; "
+                          "build one with TrainConfig(...) or TrainConfig.from_dict(...)")
+    if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(
+            max_epochs, int) or max_epochs < 1):
+        raise ConfigError(f"max_epochs={max_epochs!r} must be a positive integer or None")
+    ctx = D.setup(cfg.device)
+    try:
+        devices = [ctx.device] if ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(cfg.seed, "global", ctx.rank))
+            return _train(cfg, ctx, runs_root=Path(runs_root), resume=resume,
+                          overwrite=overwrite, progress=progress, max_epochs=max_epochs)
+    finally:
+        D.teardown(ctx)
+
+
+def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: bool,
+           overwrite: bool, progress: bool, max_epochs: int | None) -> RunResult:
+    run = RunDir(runs_root, cfg)
+    status = _on_main(ctx, lambda: run.prepare(resume=resume, overwrite=overwrite))
+    if status == "complete":
+        records = _on_main(ctx, run.read_metrics)
+        return RunResult(run.path, cfg, records[-1] if records else {}, True)
+
+    parts = _build(cfg, ctx)
+    start_epoch, step, restored_mean = 0, 0, False
+    if status == "resume":
+        ckpt = _on_main(ctx, lambda: load_checkpoint(run.checkpoint_path))
+        _restore(ckpt, parts, ctx, run)
+        restored_mean = "data_mean" in ckpt.get("objective", {})
+        start_epoch, step = ckpt["epoch"], ckpt["global_step"]
+        _on_main(ctx, lambda: run.keep_metrics_until(start_epoch))
+        log.info("resuming %s from epoch %d", run.path, start_epoch)
+    else:
+        _on_main(ctx, lambda: run.write_config(_environment(ctx, parts.amp_dtype)))
+    needs_mean = cfg.method == "mixupe" and cfg.version in (1, 2)
+    fit_mean = getattr(parts.objective, "fit_data_mean", None)
+    if needs_mean and callable(fit_mean) and not restored_mean:
+        fit_mean(_batches(parts.ds.train, batch_size=max(cfg.batch_size, 256), shuffle=False,
+                          generator=None, device=ctx.device, ctx=ctx))
+
+    stop = min(cfg.epochs, max_epochs or cfg.epochs)
+    bar = None
+    if progress and ctx.is_main and stop > start_epoch:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=(stop - start_epoch) * parts.steps_per_epoch,
+                       desc=cfg.run_name(), leave=False, dynamic_ncols=True)
+        except ImportError:  # progress bars are optional
+            bar = None
+    record: dict[str, Any] = {}
+    try:
+        for epoch in range(start_epoch + 1, stop + 1):
+            t0 = time.perf_counter()
+            lr = parts.optimizer.param_groups[0]["lr"]
+            try:
+                train_stats, step = _train_epoch(cfg, parts, ctx, epoch=epoch, step=step, bar=bar)
+            except NonFiniteLossError as exc:
+                info = {"failed": True, "reason": str(exc), "epoch": epoch,
+                        "last_good_epoch": epoch - 1,
+                        "checkpoint": run.checkpoint_path.name if epoch > 1 else None}
+                _on_main(ctx, lambda info=info: run.write_failed(info))
+                raise
+            evals = {name: evaluate(parts.model, getattr(parts.ds, name),
+                                    batch_size=max(cfg.batch_size, 256), device=ctx.device,
+                                    fgsm_eps=cfg.fgsm_eps, ece_bins=cfg.ece_bins, ctx=ctx)
+                     for name in ("val", "test")}
+            record = {"epoch": epoch, "lr": lr, "time_s": time.perf_counter() - t0,
+                      "train": train_stats, **evals}
+            _on_main(ctx, lambda record=record: run.append_metrics(record))
+            _save(run, parts, ctx, epoch=epoch, step=step)
+            log.info("epoch %d/%d loss %.4f val acc %.4f", epoch, cfg.epochs,
+                     train_stats["loss"], evals["val"]["acc"])
+            if bar is not None:
+                bar.set_postfix(loss=f"{train_stats['loss']:.3f}",
+                                val_acc=f"{evals['val']['acc']:.3f}")
+    finally:
+        if bar is not None:
+            bar.close()
+
+    records = _on_main(ctx, run.read_metrics)
+    final = records[-1] if records else record
+    complete = stop >= cfg.epochs
+    if complete:
+        result = {"failed": False, "epochs": cfg.epochs, "run_name": cfg.run_name(),
+                  "config_hash": cfg.config_hash(), "val": final.get("val"),
+                  "test": final.get("test"), "train": final.get("train"),
+                  "wall_time_s": sum(r.get("time_s", 0.0) for r in records),
+                  "train_steps": step, "world_size": ctx.world_size}
+        _on_main(ctx, lambda: run.write_result(result))
+    return RunResult(run.path, cfg, final, complete)
