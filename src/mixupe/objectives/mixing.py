@@ -1,0 +1,242 @@
+"""Input-space objectives: ERM (no mixing), Mixup and CutMix.
+
+Batches of odd size work as any other. A batch of one is paired with itself (the only
+permutation of one element), so mixing returns the sample unchanged and the loss equals the
+ERM loss on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mixupe import functional as MF
+from mixupe.errors import ConfigError
+from mixupe.objectives.base import Mixer, MixPlan, Objective
+from mixupe.objectives.hooks import INPUT_LAYER
+
+__all__ = ["ERM", "CutMix", "Mixup"]
+
+
+def _require_tensor(x: Any, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise ConfigError(
+            f"{name} mixes raw inputs, which is impossible for inputs of type "
+            f"{type(x).__name__} (a graph batch): use ManifoldMixup(layers=['pool']) to mix the "
+            "pooled graph embedding instead."
+        )
+
+
+class ERM(Objective):
+    """Plain cross-entropy on the clean batch (optionally label-smoothed).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(4, 3)
+        >>> out = ERM(num_classes=3)(model, torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
+        >>> out.loss.shape, out.logits.shape
+        (torch.Size([]), torch.Size([5, 3]))
+    """
+
+    def __init__(
+        self,
+        *,
+        label_smoothing: float = 0.0,
+        num_classes: int | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        validate: bool = True,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes,
+            label_smoothing=label_smoothing,
+            seed=seed,
+            generator=generator,
+            validate=validate,
+            check_finite=check_finite,
+        )
+
+    def plan(
+        self,
+        model: nn.Module,
+        x: Any,
+        batch_size: int,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        lam: Tensor | float | None,
+        perm: Tensor | None,
+        generator: torch.Generator,
+    ) -> MixPlan:
+        """No mixing: lambda is 1 and the pairing is the identity."""
+        if lam is not None or perm is not None:
+            raise ConfigError("ERM does not mix: drop lam= and perm=, or use Mixup.")
+        return MixPlan(
+            lam=torch.ones((), dtype=dtype, device=device),
+            perm=torch.arange(batch_size, device=device),
+            layer=INPUT_LAYER,
+            mix=lambda t: t,
+        )
+
+
+class Mixup(Mixer):
+    """Mixup (Zhang et al. 2018): ``x_mix = lam x + (1 - lam) x[perm]``, soft targets alike.
+
+    Args:
+        alpha: lambda ~ Beta(alpha, alpha); must be > 0.
+        per_sample: one lambda per sample instead of one per batch.
+        num_classes, label_smoothing, seed, generator, validate, check_finite: see
+            :class:`mixupe.objectives.base.Objective`.
+
+    Example:
+        >>> import torch
+        >>> mix = Mixup(alpha=1.0, num_classes=3, seed=0)
+        >>> out = mix(torch.nn.Linear(4, 3), torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]))
+        >>> out.targets.sum(1).allclose(torch.ones(6))
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1.0,
+        per_sample: bool = False,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        validate: bool = True,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(
+            alpha=alpha,
+            per_sample=per_sample,
+            num_classes=num_classes,
+            label_smoothing=label_smoothing,
+            seed=seed,
+            generator=generator,
+            validate=validate,
+            check_finite=check_finite,
+        )
+
+    def plan(
+        self,
+        model: nn.Module,
+        x: Any,
+        batch_size: int,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        lam: Tensor | float | None,
+        perm: Tensor | None,
+        generator: torch.Generator,
+    ) -> MixPlan:
+        """Draw (or take) lambda and the permutation; mix at the input."""
+        _require_tensor(x, "Mixup")
+        lam_t, perm_t = self._lam_perm(
+            batch_size, device=device, dtype=dtype, lam=lam, perm=perm, generator=generator
+        )
+        return MixPlan(
+            lam=lam_t,
+            perm=perm_t,
+            layer=INPUT_LAYER,
+            mix=lambda t: MF.mix_inputs(t, perm_t, lam_t),
+        )
+
+
+class CutMix(Mixer):
+    """CutMix (Yun et al. 2019): paste a random box of ``x[perm]`` into ``x``.
+
+    Boxes cover the last ``spatial_dims`` dimensions: by default 2 for 4-D image batches
+    (B, C, H, W) and 1 for 3-D signals (B, C, L) and 2-D tabular batches (B, F). With
+    ``correct_lambda=True`` (default) lambda is the exact kept fraction after clipping the box
+    at the border; with ``per_sample=True`` each sample gets its own box and lambda.
+
+    Example:
+        >>> import torch
+        >>> cut = CutMix(alpha=1.0, num_classes=2, seed=0)
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(30, 2))
+        >>> out = cut(net, torch.randn(3, 1, 5, 6), torch.tensor([0, 1, 1]))
+        >>> bool(torch.isclose(out.lam, 1 - out.mask.float().mean()))
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1.0,
+        correct_lambda: bool = True,
+        per_sample: bool = False,
+        spatial_dims: int | None = None,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        validate: bool = True,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(
+            alpha=alpha,
+            per_sample=per_sample,
+            num_classes=num_classes,
+            label_smoothing=label_smoothing,
+            seed=seed,
+            generator=generator,
+            validate=validate,
+            check_finite=check_finite,
+        )
+        if spatial_dims not in (None, 1, 2):
+            raise ConfigError(
+                f"spatial_dims={spatial_dims!r} is invalid: use 1 (signals, features), 2 "
+                "(images) or None to infer it from the batch."
+            )
+        self.correct_lambda = bool(correct_lambda)
+        self.spatial_dims = spatial_dims
+
+    def _spatial_dims(self, x: Tensor) -> int:
+        if self.spatial_dims is not None:
+            if x.dim() < self.spatial_dims + 1:
+                raise ConfigError(
+                    f"spatial_dims={self.spatial_dims} needs inputs with at least "
+                    f"{self.spatial_dims + 1} dims, got shape {tuple(x.shape)}: lower spatial_dims."
+                )
+            return self.spatial_dims
+        inferred = {2: 1, 3: 1, 4: 2}.get(x.dim())
+        if inferred is None:
+            raise ConfigError(
+                f"cannot infer the CutMix box dimensions for inputs of shape {tuple(x.shape)}: "
+                "pass CutMix(spatial_dims=1) or CutMix(spatial_dims=2)."
+            )
+        return inferred
+
+    def plan(
+        self,
+        model: nn.Module,
+        x: Any,
+        batch_size: int,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        lam: Tensor | float | None,
+        perm: Tensor | None,
+        generator: torch.Generator,
+    ) -> MixPlan:
+        """Draw lambda, the permutation and the box; the target lambda is the kept fraction."""
+        _require_tensor(x, "CutMix")
+        sd = self._spatial_dims(x)
+        lam_t, perm_t = self._lam_perm(
+            batch_size, device=device, dtype=dtype, lam=lam, perm=perm, generator=generator
+        )
+        spatial = tuple(x.shape[x.dim() - sd :])
+        mask, lam_eff = MF.cutmix_mask(
+            spatial, lam_t, generator=generator, device=device, correct_lambda=self.correct_lambda
+        )
+        view = mask.reshape(mask.shape[0], *([1] * (x.dim() - 1 - sd)), *spatial)
+
+        def paste(t: Tensor) -> Tensor:
+            return torch.where(view, t[perm_t], t)
+
+        return MixPlan(lam=lam_eff, perm=perm_t, layer=INPUT_LAYER, mix=paste, mask=mask)
