@@ -1,0 +1,147 @@
+"""A plain-Python reader for V2000 SD files (MDL molfiles with ``> <property>`` data blocks).
+
+Only what molecular graphs need: atom symbols, formal charges (atom block and ``M  CHG``),
+bonds with their order, and the data properties. No RDKit required.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mixupe.errors import CorruptDataError
+
+__all__ = ["Molecule", "parse_sdf", "read_sdf"]
+
+# Atom-block charge codes of the V2000 format (0 = uncharged, 4 = doublet radical).
+_CHARGE_CODES = {0: 0, 1: 3, 2: 2, 3: 1, 4: 0, 5: -1, 6: -2, 7: -3}
+
+
+@dataclass
+class Molecule:
+    """One molecule: heavy atoms as element symbols, bonds as (i, j, order) with 0-based i, j.
+
+    Bond order: 1, 2, 3, or 4 for aromatic (the V2000 code).
+    """
+
+    name: str
+    atoms: list[str]
+    charges: list[int]
+    bonds: list[tuple[int, int, int]]
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+def _int_field(line: str, start: int, stop: int, what: str, where: str) -> int:
+    text = line[start:stop].strip()
+    try:
+        return int(text) if text else 0
+    except ValueError as exc:
+        raise CorruptDataError(
+            f"{where}: {what} field {text!r} in line {line!r} is not an integer; "
+            "the SD file is corrupted, replace it"
+        ) from exc
+
+
+def _parse_record(lines: list[str], where: str) -> Molecule:
+    if len(lines) < 4:
+        raise CorruptDataError(f"{where}: record has {len(lines)} lines, too short for a molfile")
+    counts = lines[3]
+    if "V3000" in counts:
+        raise CorruptDataError(f"{where}: V3000 molfiles are not supported; convert to V2000")
+    n_atoms = _int_field(counts, 0, 3, "atom count", where)
+    n_bonds = _int_field(counts, 3, 6, "bond count", where)
+    if len(lines) < 4 + n_atoms + n_bonds:
+        raise CorruptDataError(
+            f"{where}: counts line declares {n_atoms} atoms and {n_bonds} bonds but the record "
+            f"has only {len(lines) - 4} lines after the header; the file is truncated, replace it"
+        )
+    atoms: list[str] = []
+    charges: list[int] = []
+    for line in lines[4 : 4 + n_atoms]:
+        symbol = line[31:34].strip()
+        if not symbol or not symbol[0].isalpha():
+            raise CorruptDataError(f"{where}: bad atom line {line!r}; replace the file")
+        atoms.append(symbol)
+        charges.append(_CHARGE_CODES.get(_int_field(line, 36, 39, "charge", where), 0))
+    bonds: list[tuple[int, int, int]] = []
+    for line in lines[4 + n_atoms : 4 + n_atoms + n_bonds]:
+        a = _int_field(line, 0, 3, "bond atom", where)
+        b = _int_field(line, 3, 6, "bond atom", where)
+        order = _int_field(line, 6, 9, "bond type", where)
+        if not (1 <= a <= n_atoms and 1 <= b <= n_atoms) or a == b or order not in (1, 2, 3, 4):
+            raise CorruptDataError(f"{where}: bad bond line {line!r}; replace the file")
+        bonds.append((a - 1, b - 1, order))
+    rest = lines[4 + n_atoms + n_bonds :]
+    properties_start = len(rest)
+    saw_end = False
+    charge_lines_seen = False
+    for k, line in enumerate(rest):
+        if line.startswith("M  END"):
+            saw_end = True
+            properties_start = k + 1
+            break
+        if line.startswith("M  CHG"):
+            # "M  CHG" supersedes every atom-block charge of the molecule.
+            if not charge_lines_seen:
+                charges = [0] * n_atoms
+                charge_lines_seen = True
+            fields = line.split()[3:]
+            for atom, value in zip(fields[0::2], fields[1::2], strict=False):
+                try:
+                    index, charge = int(atom) - 1, int(value)
+                except ValueError as exc:
+                    raise CorruptDataError(f"{where}: bad charge line {line!r}") from exc
+                if not 0 <= index < n_atoms:
+                    raise CorruptDataError(f"{where}: charge line {line!r} names a missing atom")
+                charges[index] = charge
+    if not saw_end:
+        raise CorruptDataError(f"{where}: no 'M  END' line; the file is truncated, replace it")
+    properties: dict[str, str] = {}
+    key: str | None = None
+    values: list[str] = []
+    for line in rest[properties_start:]:
+        if line.startswith(">"):
+            if key is not None:
+                properties[key] = "\n".join(values).strip()
+            start, stop = line.find("<"), line.find(">", line.find("<") + 1)
+            key = line[start + 1 : stop] if 0 <= start < stop else line[1:].strip()
+            values = []
+        elif key is not None:
+            values.append(line)
+    if key is not None:
+        properties[key] = "\n".join(values).strip()
+    return Molecule(lines[0].strip(), atoms, charges, bonds, properties)
+
+
+def parse_sdf(text: str, *, source: str = "<string>") -> list[Molecule]:
+    """Parse the text of an SD file into molecules; raise CorruptDataError on malformed records.
+
+    Example:
+        >>> mol = "water\\n\\n\\n  1  0  0  0  0  0  0  0  0  0999 V2000\\n"
+        >>> mol += "    0.0000    0.0000    0.0000 O   0  0\\nM  END\\n$$$$\\n"
+        >>> parse_sdf(mol)[0].atoms
+        ['O']
+    """
+    records: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.startswith("$$$$"):
+            records.append([])
+        else:
+            records[-1].append(line)
+    if records[-1] and any(line.strip() for line in records[-1]):
+        raise CorruptDataError(
+            f"{source}: the last record does not end with '$$$$'; the file is truncated, replace it"
+        )
+    records = records[:-1]
+    return [_parse_record(r, f"{source} record {i + 1}") for i, r in enumerate(records)]
+
+
+def read_sdf(path: str | os.PathLike[str]) -> list[Molecule]:
+    """Read an SD file from disk (see :func:`parse_sdf`)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorruptDataError(f"cannot read {str(path)!r} ({exc}); replace the file") from exc
+    return parse_sdf(text, source=str(path))
