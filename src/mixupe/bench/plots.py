@@ -1,0 +1,164 @@
+"""PNG plots of a suite summary: learning curves, accuracy with intervals, reliability diagrams.
+
+Uses matplotlib's Agg backend (no display needed). One figure per kind and suite, with one
+panel per dataset.
+
+Example:
+    >>> from mixupe.bench.report import SuiteSummary
+    >>> plot_suite(SuiteSummary("s", "", [0], [0], None, [], [], []), ".")
+    []
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from mixupe.bench.report import CellSummary, SuiteSummary
+
+__all__ = ["plot_accuracy", "plot_learning_curves", "plot_reliability", "plot_suite"]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "suite"
+
+
+def _panels(n: int, *, width: float = 4.2, height: float = 3.4):
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _colors(arms: list[str]) -> dict[str, tuple]:
+    cmap = plt.get_cmap("tab10")
+    return {arm: cmap(i % 10) for i, arm in enumerate(arms)}
+
+
+def _datasets_with(summary: SuiteSummary, predicate) -> list[str]:
+    return [d for d in summary.datasets
+            if any(predicate(c) for c in summary.cells if c.dataset == d)]
+
+
+def plot_learning_curves(summary: SuiteSummary, path: str | Path) -> Path | None:
+    """Validation accuracy per epoch, mean over seeds (band: min to max), per arm and dataset."""
+    datasets = _datasets_with(summary, lambda c: any(c.curves.values()))
+    if not datasets:
+        return None
+    colors = _colors(summary.arms)
+    fig, axes = _panels(len(datasets))
+    for ax, dataset in zip(axes, datasets, strict=True):
+        for cell in (c for c in summary.cells if c.dataset == dataset and c.curves):
+            curves = [c for c in cell.curves.values() if c]
+            length = min(len(c) for c in curves)
+            epochs = list(range(1, length + 1))
+            cols = [[c[e] * 100 for c in curves] for e in range(length)]
+            mean = [sum(v) / len(v) for v in cols]
+            ax.plot(epochs, mean, marker="o", ms=3, color=colors[cell.arm],
+                    label=f"{cell.arm} (n={len(curves)})")
+            if len(curves) > 1:
+                ax.fill_between(epochs, [min(v) for v in cols], [max(v) for v in cols],
+                                color=colors[cell.arm], alpha=0.15, lw=0)
+        ax.set_title(dataset)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{summary.name}: learning curves (mean over seeds; band = min-max)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_accuracy(summary: SuiteSummary, path: str | Path) -> Path | None:
+    """Test accuracy per arm with 95 % confidence intervals, one panel per dataset."""
+    datasets = _datasets_with(summary, lambda c: "acc" in c.ci)
+    if not datasets:
+        return None
+    colors = _colors(summary.arms)
+    fig, axes = _panels(len(datasets))
+    for ax, dataset in zip(axes, datasets, strict=True):
+        cells: list[CellSummary] = [c for c in summary.cells
+                                    if c.dataset == dataset and "acc" in c.ci]
+        for i, cell in enumerate(cells):
+            mean, half = cell.ci["acc"]
+            err = half * 100 if math.isfinite(half) else 0.0
+            ax.errorbar([i], [mean * 100], yerr=[err], fmt="o", capsize=5, ms=7,
+                        color=colors[cell.arm])
+            # The individual seeds, so a reader sees the spread behind the interval.
+            seeds = list(cell.test["acc"].values())
+            ax.scatter([i + 0.12] * len(seeds), [v * 100 for v in seeds], s=10,
+                       color=colors[cell.arm], alpha=0.5)
+        ax.set_xticks(range(len(cells)))
+        ax.set_xticklabels([c.arm for c in cells], rotation=25, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(cells) - 0.4)
+        # An interval may reach past 0 % or 100 %; accuracy cannot, so the axis stops there.
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, -1.0), min(high, 101.0))
+        ax.set_title(dataset)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{summary.name}: test accuracy, mean ± 95 % CI (dots: seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_reliability(summary: SuiteSummary, path: str | Path) -> Path | None:
+    """Reliability diagrams (accuracy against confidence per bin), pooled over seeds."""
+    datasets = _datasets_with(summary, lambda c: c.reliability is not None)
+    if not datasets:
+        return None
+    colors = _colors(summary.arms)
+    fig, axes = _panels(len(datasets), height=4.0, width=4.0)
+    for ax, dataset in zip(axes, datasets, strict=True):
+        ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
+        for cell in (c for c in summary.cells if c.dataset == dataset and c.reliability):
+            rel = cell.reliability or {}
+            pts = [(cf, ac) for cf, ac, n in zip(rel["conf"], rel["acc"], rel["count"],
+                                                 strict=True)
+                   if n and math.isfinite(cf) and math.isfinite(ac)]
+            if not pts:
+                continue
+            ece = cell.ci.get("ece", (math.nan, math.nan))[0]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4,
+                    color=colors[cell.arm], label=f"{cell.arm} (ECE {ece * 100:.1f} %)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_title(dataset)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{summary.name}: reliability (test, pooled over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_suite(summary: SuiteSummary, out_dir: str | Path) -> list[Path]:
+    """Write every plot of ``summary`` into ``out_dir``; returns the files written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = _slug(summary.name)
+    written = [
+        plot_learning_curves(summary, out / f"{stem}-learning-curves.png"),
+        plot_accuracy(summary, out / f"{stem}-accuracy.png"),
+        plot_reliability(summary, out / f"{stem}-reliability.png"),
+    ]
+    return [p for p in written if p is not None]

@@ -1,0 +1,395 @@
+"""The benchmark report: per-suite Markdown tables with confidence intervals, from run directories.
+
+The report reads only what is on disk: the suite manifests the runner writes under
+``RUNS/_suites/`` and each run's ``config.json``, ``metrics.jsonl`` and ``result.json``.
+Runs that belong to no suite (``mixupe train``) are grouped by configuration (all seeds of
+the same hyper-parameters together) in an extra table.
+
+Example:
+    >>> import tempfile
+    >>> try:
+    ...     summarize(tempfile.mkdtemp())
+    ... except Exception as exc:
+    ...     type(exc).__name__
+    'ConfigError'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mixupe.bench.rundirs import METRICS, RunRecord, find_runs, read_run
+from mixupe.bench.selection import PROTOCOL, choose_point
+from mixupe.bench.suites import read_manifests
+from mixupe.engine.metrics import mean_ci, paired_diff_ci
+from mixupe.errors import ConfigError
+
+__all__ = ["CellSummary", "SuiteSummary", "render_markdown", "summarize", "write_report"]
+
+ADHOC = "(runs outside any suite)"
+
+
+@dataclass
+class CellSummary:
+    """One dataset x arm of a suite after selection."""
+
+    dataset: str
+    arm: str
+    n_points: int
+    method: str = ""
+    chosen: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    selection_val: float = math.nan
+    test: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> value
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (mean, half)
+    diff: tuple[float, float, int] | None = None  # acc difference vs baseline: mean, half, n
+    curves: dict[int, list[float]] = field(default_factory=dict)  # seed -> val acc per epoch
+    reliability: dict[str, list[float]] | None = None
+    train_extra: dict[str, float] = field(default_factory=dict)  # e.g. reg_ratio, selected_frac
+    failed: int = 0
+    missing: int = 0
+    runs: int = 0
+    wall_s: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        """Seeds of the chosen point with complete test metrics."""
+        return sorted(self.test.get("acc", {}))
+
+
+@dataclass
+class SuiteSummary:
+    """A whole suite: its cells in (dataset, arm) order and its bookkeeping."""
+
+    name: str
+    description: str
+    seeds: list[int]
+    selection_seeds: list[int]
+    baseline: str | None
+    datasets: list[str]
+    arms: list[str]
+    cells: list[CellSummary]
+
+    def cell(self, dataset: str, arm: str) -> CellSummary | None:
+        """The cell of ``dataset`` x ``arm``, if the suite has it."""
+        return next((c for c in self.cells if c.dataset == dataset and c.arm == arm), None)
+
+    @property
+    def wall_s(self) -> float:
+        """Compute spent: the sum of the wall times of every run read."""
+        return sum(c.wall_s for c in self.cells)
+
+
+def _ci(values: Sequence[float]) -> tuple[float, float]:
+    if len(values) == 0:
+        return math.nan, math.nan
+    if len(values) == 1:
+        return float(values[0]), math.nan
+    mean, half = mean_ci(list(values))
+    return float(mean), float(half)
+
+
+def _aggregate_reliability(records: Sequence[RunRecord]) -> dict[str, list[float]] | None:
+    """Pool per-bin reliability data over seeds (count-weighted); None when absent."""
+    tables = [r.final("test").get("reliability") for r in records]
+    tables = [t for t in tables if isinstance(t, dict) and t.get("count")]
+    if not tables:
+        return None
+    n_bins = len(tables[0]["count"])
+    count = [0.0] * n_bins
+    conf = [0.0] * n_bins
+    acc = [0.0] * n_bins
+    for t in tables:
+        if len(t["count"]) != n_bins:
+            continue
+        for b in range(n_bins):
+            c = float(t["count"][b])
+            count[b] += c
+            conf[b] += c * float(t["conf"][b] or 0.0)
+            acc[b] += c * float(t["acc"][b] or 0.0)
+    return {
+        "count": count,
+        "conf": [conf[b] / count[b] if count[b] else math.nan for b in range(n_bins)],
+        "acc": [acc[b] / count[b] if count[b] else math.nan for b in range(n_bins)],
+    }
+
+
+def _summarize_cell(runs_root: Path, dataset: str, arm: str, points: Sequence[Mapping[str, Any]],
+                    selection_seeds: Sequence[int]) -> CellSummary:
+    cell = CellSummary(dataset=dataset, arm=arm, n_points=len(points))
+    records: list[dict[int, RunRecord]] = []
+    for point in points:
+        recs = {int(s): read_run(runs_root, name) for s, name in point["runs"].items()}
+        records.append(recs)
+    scores: list[list[float] | None] = []
+    for recs in records:
+        chosen_recs = [recs[s] for s in selection_seeds if s in recs]
+        ok = chosen_recs and all(r.status == "complete" for r in chosen_recs)
+        vals = [r.final("val").get("acc") for r in chosen_recs] if ok else []
+        ok = ok and all(isinstance(v, int | float) and math.isfinite(v) for v in vals)
+        scores.append([float(v) for v in vals] if ok else None)
+    cell.chosen = choose_point(scores)
+    # Bookkeeping counts every run that exists for this cell, chosen or not.
+    for recs in records:
+        for rec in recs.values():
+            if rec.status == "missing":
+                continue
+            cell.runs += 1
+            cell.wall_s += rec.wall_s
+            if rec.status == "failed":
+                cell.failed += 1
+                cell.failures.append(f"{rec.name}: {rec.failure or 'diverged'}")
+    if cell.chosen is None:
+        cell.missing = sum(1 for recs in records for r in recs.values() if r.status != "complete")
+        return cell
+    chosen = records[cell.chosen]
+    cell.params = dict(points[cell.chosen].get("params", {}))
+    cell.selection_val = sum(scores[cell.chosen] or []) / max(1, len(scores[cell.chosen] or []))
+    complete = {s: r for s, r in chosen.items() if r.status == "complete"}
+    cell.missing = sum(1 for r in chosen.values() if r.status in ("missing", "partial"))
+    for metric in METRICS:
+        values = {s: r.final("test").get(metric) for s, r in complete.items()}
+        values = {s: float(v) for s, v in values.items() if isinstance(v, int | float)}
+        if values:
+            cell.test[metric] = values
+            cell.ci[metric] = _ci([values[s] for s in sorted(values)])
+    cell.method = str(next((r.config.get("method", "") for r in complete.values()), ""))
+    cell.curves = {s: r.curve("val", "acc") for s, r in complete.items()}
+    cell.reliability = _aggregate_reliability(list(complete.values()))
+    for key in ("reg_ratio", "selected_frac"):
+        vals = [r.epochs[-1].get("train", {}).get(key) for r in complete.values() if r.epochs]
+        vals = [float(v) for v in vals if isinstance(v, int | float) and math.isfinite(v)]
+        if vals:
+            cell.train_extra[key] = sum(vals) / len(vals)
+    return cell
+
+
+def _paired_differences(summary: SuiteSummary) -> None:
+    if summary.baseline is None:
+        return
+    for dataset in summary.datasets:
+        base = summary.cell(dataset, summary.baseline)
+        if base is None or "acc" not in base.test:
+            continue
+        for cell in summary.cells:
+            if cell.dataset != dataset or cell.arm == summary.baseline or "acc" not in cell.test:
+                continue
+            seeds = sorted(set(cell.test["acc"]) & set(base.test["acc"]))
+            a = [cell.test["acc"][s] for s in seeds]
+            b = [base.test["acc"][s] for s in seeds]
+            if len(seeds) >= 2:
+                mean, half = paired_diff_ci(a, b)
+                cell.diff = (float(mean), float(half), len(seeds))
+            elif len(seeds) == 1:
+                cell.diff = (a[0] - b[0], math.nan, 1)
+
+
+def _summarize_manifest(runs_root: Path, record: Mapping[str, Any]) -> SuiteSummary:
+    selection = [int(s) for s in record.get("selection_seeds", record.get("seeds", []))]
+    cells = [_summarize_cell(runs_root, c["dataset"], c["arm"], c["points"], selection)
+             for c in record["cells"]]
+    summary = SuiteSummary(name=str(record["suite"]),
+                           description=str(record.get("description", "")),
+                           seeds=[int(s) for s in record.get("seeds", [])],
+                           selection_seeds=selection, baseline=record.get("baseline"),
+                           datasets=list(record["datasets"]), arms=list(record["arms"]),
+                           cells=cells)
+    _paired_differences(summary)
+    return summary
+
+
+def _adhoc_summary(runs_root: Path, names: Sequence[str]) -> SuiteSummary:
+    """Group runs outside suites by their configuration without the seed."""
+    groups: dict[str, dict[str, Any]] = {}
+    for name in names:
+        rec = read_run(runs_root, name)
+        config = {k: v for k, v in rec.config.items() if k != "seed"}
+        dataset = str(config.get("dataset", name.split("/")[0]))
+        arm = name.rsplit("/", 1)[0] if "/" in name else name
+        arm = arm[len(dataset) + 1:] if arm.startswith(dataset + "/") else arm
+        key = repr(sorted(config.items(), key=lambda kv: kv[0])) if config else name
+        group = groups.setdefault(key, {"dataset": dataset, "arm": arm, "runs": {}})
+        seed = int(rec.config.get("seed", len(group["runs"])))
+        while str(seed) in group["runs"]:
+            seed += 1000
+        group["runs"][str(seed)] = name
+    # Distinct configurations that render to the same label get a numeric suffix.
+    labels: dict[tuple[str, str], int] = {}
+    cells_in = []
+    for group in groups.values():
+        k = (group["dataset"], group["arm"])
+        labels[k] = labels.get(k, 0) + 1
+        arm = group["arm"] if labels[k] == 1 else f"{group['arm']} ({labels[k]})"
+        cells_in.append((group["dataset"], arm, group["runs"]))
+    cells = [_summarize_cell(runs_root, d, a, [{"params": {}, "runs": runs}],
+                             [int(s) for s in runs]) for d, a, runs in cells_in]
+    # Every seed of an ad-hoc group "selects"; with no grid the choice is trivial.
+    return SuiteSummary(name=ADHOC, description="runs started with `mixupe train`",
+                        seeds=sorted({s for c in cells for s in c.seeds}), selection_seeds=[],
+                        baseline=None, datasets=list(dict.fromkeys(c.dataset for c in cells)),
+                        arms=list(dict.fromkeys(c.arm for c in cells)), cells=cells)
+
+
+def summarize(runs_root: str | Path = "runs", *, suite: str | None = None) -> list[SuiteSummary]:
+    """Summaries of every suite found under ``runs_root`` (or only ``suite``).
+
+    Raises ConfigError when the directory is missing or holds no runs.
+    """
+    root = Path(runs_root)
+    if not root.is_dir():
+        raise ConfigError(
+            f"runs directory {str(root)!r} does not exist; run `mixupe bench quick` or "
+            f"`mixupe train` first, or pass the directory that holds your runs"
+        )
+    manifests = read_manifests(root)
+    if suite is not None:
+        chosen = [m for m in manifests if m.get("suite") == suite]
+        if not chosen:
+            found = [m.get("suite") for m in manifests]
+            raise ConfigError(
+                f"no suite {suite!r} under {str(root)!r} (found {found}); "
+                f"run `mixupe bench {suite} --runs-root {root}` first or drop --suite"
+            )
+        return [_summarize_manifest(root, m) for m in chosen]
+    summaries = [_summarize_manifest(root, m) for m in manifests]
+    in_suites = {name for m in manifests for c in m["cells"] for p in c["points"]
+                 for name in p["runs"].values()}
+    rest = [n for n in find_runs(root) if n not in in_suites]
+    if rest:
+        summaries.append(_adhoc_summary(root, rest))
+    if not summaries:
+        raise ConfigError(
+            f"runs directory {str(root)!r} holds no runs; run `mixupe bench quick` or "
+            f"`mixupe train` first, or pass the directory that holds your runs"
+        )
+    return summaries
+
+
+def _pct(ci: tuple[float, float] | None, scale: float = 100.0, digits: int = 1) -> str:
+    if ci is None or not math.isfinite(ci[0]):
+        return "–"
+    mean, half = ci
+    if not math.isfinite(half):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {half * scale:.{digits}f}"
+
+
+def _fmt_params(params: Mapping[str, Any]) -> str:
+    if not params:
+        return "–"
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def render_suite(summary: SuiteSummary) -> str:
+    """The Markdown section of one suite: protocol, table, notes."""
+    lines = [f"## Suite `{summary.name}`", ""]
+    if summary.description:
+        lines += [summary.description, ""]
+    if summary.name != ADHOC:
+        lines += [f"Seeds {summary.seeds}; selection seeds {summary.selection_seeds}. " + PROTOCOL,
+                  ""]
+    base = summary.baseline or "baseline"
+    lines += [
+        f"| Dataset | Arm | Chosen | Seeds | Test acc (%) | NLL | ECE (%) | Brier | "
+        f"FGSM acc (%) | Δ acc vs {base} (pp) | Failed/runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset in summary.datasets:
+        for arm in summary.arms:
+            cell = summary.cell(dataset, arm)
+            if cell is None:
+                continue
+            if cell.diff is not None:
+                mean, half, n = cell.diff
+                diff = (f"{mean * 100:+.2f} ± {half * 100:.2f}" if math.isfinite(half)
+                        else f"{mean * 100:+.2f}") + f" (n={n})"
+            else:
+                diff = "–"
+            seeds = f"{len(cell.seeds)}" + (f" (+{cell.missing} missing)" if cell.missing else "")
+            lines.append(
+                f"| {dataset} | {arm} | {_fmt_params(cell.params)} | {seeds} | "
+                f"{_pct(cell.ci.get('acc'))} | {_pct(cell.ci.get('nll'), 1.0, 3)} | "
+                f"{_pct(cell.ci.get('ece'))} | {_pct(cell.ci.get('brier'), 1.0, 3)} | "
+                f"{_pct(cell.ci.get('fgsm_acc'))} | {diff} | {cell.failed}/{cell.runs} |"
+            )
+    lines.append("")
+    extras = [c for c in summary.cells if c.train_extra and c.method == "mixupe"]
+    if extras:
+        lines += ["MixupE at the final epoch, mean over the chosen point's seeds (reg_ratio: size "
+                  "of the regulariser relative to the Mixup loss; selected_frac: fraction of "
+                  "samples selected):", ""]
+        lines += [f"- {c.dataset} / {c.arm}: " + ", ".join(
+            f"{k} {v:.3g}" for k, v in c.train_extra.items()) for c in extras]
+        lines.append("")
+    lines.append(f"Compute spent: {_fmt_duration(summary.wall_s)} of training wall time over "
+                 f"{sum(c.runs for c in summary.cells)} runs "
+                 f"({sum(c.failed for c in summary.cells)} failed).")
+    failures = [f for c in summary.cells for f in c.failures]
+    if failures:
+        lines += ["", "Failed runs:", *[f"- {f}" for f in failures]]
+    if not any(c.reliability for c in summary.cells):
+        lines += ["", "(No per-bin reliability data in the runs' result.json; reliability "
+                      "diagrams were skipped.)"]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_markdown(summaries: Sequence[SuiteSummary]) -> str:
+    """The whole report as Markdown."""
+    parts = ["# mixupe benchmark report", "",
+             "Mean ± half-width of the 95 % Student-t confidence interval over seeds; "
+             "accuracies, ECE and differences in percent (pp: percentage points).", ""]
+    parts += [render_suite(s) for s in summaries]
+    return "\n".join(parts)
+
+
+@dataclass
+class ReportFiles:
+    """What :func:`write_report` wrote."""
+
+    markdown: Path
+    plots: list[Path]
+    text: str
+
+
+def write_report(runs_root: str | Path = "runs", *, suite: str | None = None,
+                 out: str | Path | None = None, plots: bool = True) -> ReportFiles:
+    """Write ``report.md`` and the PNG plots to ``out`` (default: ``runs_root/report``).
+
+    Example:
+        >>> import tempfile
+        >>> try:
+        ...     write_report(tempfile.mkdtemp() + "/nowhere")
+        ... except ValueError as exc:
+        ...     "does not exist" in str(exc)
+        True
+    """
+    summaries = summarize(runs_root, suite=suite)
+    out_dir = Path(out) if out is not None else Path(runs_root) / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if plots:
+        from mixupe.bench.plots import plot_suite
+
+        for summary in summaries:
+            written += plot_suite(summary, out_dir)
+    text = render_markdown(summaries)
+    if written:
+        text += "\n## Plots\n\n" + "\n".join(
+            f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in written) + "\n"
+    md = out_dir / "report.md"
+    md.write_text(text, encoding="utf-8")
+    return ReportFiles(markdown=md, plots=written, text=text)

@@ -1,0 +1,366 @@
+"""Benchmark suites: reading the TOML description and expanding it into training configs.
+
+A suite is datasets x arms (methods) x hyper-parameter grids x seeds::
+
+    name = "example"
+    seeds = [0, 1, 2]
+    selection_seeds = [0]          # seeds every grid point runs with (default: all seeds)
+    baseline = "Mixup"             # arm the paired differences are taken against
+    [defaults]                     # TrainConfig fields for every run
+    epochs = 5
+    [[datasets]]
+    name = "digits"                # TrainConfig.dataset; other keys override TrainConfig fields
+    model = "mlp"
+    [[arms]]
+    label = "MixupE v3"
+    method = "mixupe"
+    grid = { eta = [0.01, 0.1] }
+
+Settings are merged in the order: TrainConfig defaults < ``[defaults]`` < dataset < arm <
+grid point < overrides given by the caller (``--set`` on the command line) < seed.
+
+Example:
+    >>> suite = load_suite("smoke")
+    >>> suite.name
+    'smoke'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mixupe.engine.config import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from mixupe.errors import ConfigError, CorruptDataError
+
+__all__ = [
+    "ArmPlan",
+    "ArmSpec",
+    "DatasetSpec",
+    "GridPoint",
+    "Suite",
+    "builtin_suites",
+    "effective_selection_seeds",
+    "expand",
+    "load_suite",
+    "manifest",
+    "manifest_path",
+    "parse_suite",
+    "read_manifests",
+    "write_manifest",
+]
+
+_SUITE_KEYS = {"name", "description", "seeds", "selection_seeds", "baseline", "defaults",
+               "datasets", "arms"}
+MANIFEST_DIR = "_suites"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One ``[[datasets]]`` entry: a display label and the TrainConfig fields it sets."""
+
+    label: str
+    settings: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """One ``[[arms]]`` entry: a label, fixed TrainConfig fields and a grid of alternatives."""
+
+    label: str
+    settings: Mapping[str, Any]
+    grid: Mapping[str, Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A parsed suite. ``selection_seeds`` are the seeds every grid point runs with."""
+
+    name: str
+    description: str
+    seeds: tuple[int, ...]
+    selection_seeds: tuple[int, ...]
+    baseline: str | None
+    defaults: Mapping[str, Any]
+    datasets: tuple[DatasetSpec, ...]
+    arms: tuple[ArmSpec, ...]
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One hyper-parameter combination of an arm, with its config for every seed."""
+
+    params: Mapping[str, Any]
+    configs: Mapping[int, TrainConfig]
+
+
+@dataclass(frozen=True)
+class ArmPlan:
+    """Everything one dataset x arm cell of a suite may run."""
+
+    dataset: str
+    arm: str
+    points: tuple[GridPoint, ...]
+
+
+def builtin_suites() -> list[str]:
+    """Names of the suites shipped with mixupe (``smoke``, ``quick``, ``full``)."""
+    folder = resources.files("mixupe.bench") / "suites"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """Load a built-in suite by name or a suite from a TOML file.
+
+    Example:
+        >>> load_suite("quick").seeds
+        (0, 1, 2)
+    """
+    text: str
+    source: str
+    path = Path(name_or_path)
+    if str(name_or_path) in builtin_suites():
+        resource = resources.files("mixupe.bench") / "suites" / f"{name_or_path}.toml"
+        text, source = resource.read_text(encoding="utf-8"), f"built-in suite '{name_or_path}'"
+    elif path.is_file():
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    else:
+        raise ConfigError(
+            f"suite {str(name_or_path)!r} is neither a built-in suite nor an existing file; "
+            f"use one of {builtin_suites()} or the path of a suite TOML file"
+        )
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML ({exc}); fix the syntax") from exc
+    if "name" not in data and path.suffix == ".toml":
+        data["name"] = path.stem
+    return parse_suite(data, source=source)
+
+
+def _int_list(value: Any, what: str) -> tuple[int, ...]:
+    if (not isinstance(value, list | tuple) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise ConfigError(f"{what} = {value!r} must be a non-empty list of integers, "
+                          f"e.g. [0, 1, 2]")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{what} = {value!r} repeats a seed; list each seed once")
+    return tuple(value)
+
+
+def _field_names() -> set[str]:
+    return {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _check_fields(settings: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(settings) - _field_names())
+    if unknown:
+        raise ConfigError(
+            f"{where} sets unknown option(s) {unknown}; use TrainConfig fields such as "
+            f"{sorted(_field_names())[:8]}... (see `mixupe train --help`)"
+        )
+    if "seed" in settings:
+        raise ConfigError(f"{where} sets 'seed'; list seeds in the suite's top-level `seeds` "
+                          f"instead")
+
+
+def parse_suite(data: Mapping[str, Any], *, source: str = "suite") -> Suite:
+    """Validate a suite given as a dict (the parsed TOML) and return a :class:`Suite`."""
+    unknown = sorted(set(data) - _SUITE_KEYS)
+    if unknown:
+        raise ConfigError(f"{source} has unknown top-level key(s) {unknown}; allowed: "
+                          f"{sorted(_SUITE_KEYS)}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ConfigError(f"{source}: name = {name!r} must be a non-empty string without '/'")
+    seeds = _int_list(data.get("seeds", [0]), f"{source}: seeds")
+    selection = _int_list(data.get("selection_seeds", list(seeds)), f"{source}: selection_seeds")
+    if not set(selection) <= set(seeds):
+        raise ConfigError(f"{source}: selection_seeds {list(selection)} must be a subset of "
+                          f"seeds {list(seeds)}; add them to seeds or remove them")
+    defaults = dict(data.get("defaults", {}))
+    _check_fields(defaults, f"{source} [defaults]")
+
+    datasets = []
+    for i, entry in enumerate(data.get("datasets", [])):
+        entry = dict(entry)
+        if "name" not in entry:
+            raise ConfigError(f"{source}: datasets entry {i} has no 'name'; add name = \"digits\"")
+        label = str(entry.pop("label", entry["name"]))
+        entry["dataset"] = entry.pop("name")
+        _check_fields(entry, f"{source} dataset {label!r}")
+        datasets.append(DatasetSpec(label=label, settings=entry))
+    if not datasets:
+        raise ConfigError(f"{source} lists no datasets; add at least one [[datasets]] table")
+
+    arms = []
+    for i, entry in enumerate(data.get("arms", [])):
+        entry = dict(entry)
+        label = entry.pop("label", None)
+        if not isinstance(label, str) or not label:
+            raise ConfigError(f"{source}: arms entry {i} has no label; add label = \"Mixup\"")
+        grid = dict(entry.pop("grid", {}))
+        where = f"{source} arm {label!r}"
+        _check_fields(entry, where)
+        _check_fields(grid, f"{where} grid")
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{where}: grid {key} = {values!r} must be a non-empty list")
+        arms.append(ArmSpec(label=label, settings=entry, grid=grid))
+    if not arms:
+        raise ConfigError(f"{source} lists no arms; add at least one [[arms]] table")
+    named = (("dataset", [d.label for d in datasets]), ("arm", [a.label for a in arms]))
+    for kind, labels in named:
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ConfigError(f"{source}: {kind} label(s) {dup} used twice; give each a "
+                              f"distinct `label`")
+
+    baseline = data.get("baseline")
+    if baseline is None:
+        baseline = next((a.label for a in arms if a.settings.get("method") == "mixup"), None)
+    elif baseline not in {a.label for a in arms}:
+        raise ConfigError(f"{source}: baseline = {baseline!r} is not an arm label; use one of "
+                          f"{[a.label for a in arms]}")
+    return Suite(name=name, description=str(data.get("description", "")), seeds=seeds,
+                 selection_seeds=selection, baseline=baseline, defaults=defaults,
+                 datasets=tuple(datasets), arms=tuple(arms))
+
+
+def _tupled(value: Any) -> Any:
+    """TOML arrays become tuples, the type of TrainConfig's sequence fields."""
+    if isinstance(value, list):
+        return tuple(_tupled(v) for v in value)
+    return value
+
+
+def expand(suite: Suite, *, overrides: Mapping[str, Any] | None = None,
+           seeds: Sequence[int] | None = None) -> list[ArmPlan]:
+    """Expand a suite into one :class:`ArmPlan` per dataset x arm (each config validated).
+
+    ``overrides`` set TrainConfig fields for every run (and replace grid entries of the same
+    name); ``seeds`` replaces the suite's seeds (selection seeds are kept where they are
+    among the new seeds, otherwise all new seeds select).
+
+    Example:
+        >>> plans = expand(load_suite("smoke"), overrides={"epochs": 1})
+        >>> plans[0].points[0].configs[0].epochs
+        1
+    """
+    overrides = dict(overrides or {})
+    _check_fields(overrides, "overrides")
+    run_seeds = tuple(seeds) if seeds is not None else suite.seeds
+    plans = []
+    for ds in suite.datasets:
+        for arm in suite.arms:
+            grid = {k: v for k, v in arm.grid.items() if k not in overrides}
+            keys = list(grid)
+            points = []
+            seen: dict[str, Mapping[str, Any]] = {}
+            for combo in itertools.product(*(grid[k] for k in keys)):
+                params = dict(zip(keys, combo, strict=True))
+                merged = {**suite.defaults, **ds.settings, **arm.settings, **params, **overrides}
+                merged = {k: _tupled(v) for k, v in merged.items()}
+                configs = {}
+                for seed in run_seeds:
+                    where = f"suite {suite.name!r}, dataset {ds.label!r}, arm {arm.label!r}"
+                    try:
+                        cfg = TrainConfig.from_dict({**merged, "seed": seed}).normalized()
+                    except (ConfigError, TypeError) as exc:
+                        raise ConfigError(f"{where}, grid point {params}: {exc}") from exc
+                    configs[seed] = cfg
+                key = configs[run_seeds[0]].run_name()
+                if key in seen:
+                    raise ConfigError(
+                        f"suite {suite.name!r}, arm {arm.label!r}: grid points {seen[key]} and "
+                        f"{params} give the same run on dataset {ds.label!r} (an option with no "
+                        f"effect for this method is in the grid); remove it from the grid"
+                    )
+                seen[key] = params
+                points.append(GridPoint(params=params, configs=configs))
+            plans.append(ArmPlan(dataset=ds.label, arm=arm.label, points=tuple(points)))
+    return plans
+
+
+def effective_selection_seeds(suite: Suite, seeds: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Selection seeds after a ``seeds`` override: those still run, or all seeds if none are."""
+    run_seeds = tuple(seeds) if seeds is not None else suite.seeds
+    kept = tuple(s for s in suite.selection_seeds if s in run_seeds)
+    return kept or run_seeds
+
+
+def manifest(suite: Suite, plans: Sequence[ArmPlan], *,
+             seeds: Sequence[int] | None = None) -> dict[str, Any]:
+    """The JSON-able record of a suite's runs that the report reads back.
+
+    It maps every dataset x arm x grid point x seed to its run directory name, so the
+    report needs nothing but the runs directory.
+    """
+    return {
+        "suite": suite.name,
+        "description": suite.description,
+        "seeds": list(seeds) if seeds is not None else list(suite.seeds),
+        "selection_seeds": list(effective_selection_seeds(suite, seeds)),
+        "baseline": suite.baseline,
+        "datasets": [d.label for d in suite.datasets],
+        "arms": [a.label for a in suite.arms],
+        "cells": [
+            {
+                "dataset": plan.dataset,
+                "arm": plan.arm,
+                "points": [
+                    {"params": {k: _jsonable(v) for k, v in point.params.items()},
+                     "runs": {str(seed): cfg.run_name() for seed, cfg in point.configs.items()}}
+                    for point in plan.points
+                ],
+            }
+            for plan in plans
+        ],
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def manifest_path(runs_root: str | Path, suite_name: str) -> Path:
+    """Where the manifest of suite ``suite_name`` lives under ``runs_root``."""
+    return Path(runs_root) / MANIFEST_DIR / f"{suite_name}.json"
+
+
+def write_manifest(runs_root: str | Path, record: Mapping[str, Any]) -> Path:
+    """Write a suite manifest atomically and return its path."""
+    path = manifest_path(runs_root, str(record["suite"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_manifests(runs_root: str | Path) -> list[dict[str, Any]]:
+    """Every suite manifest under ``runs_root`` (sorted by suite name)."""
+    folder = Path(runs_root) / MANIFEST_DIR
+    records = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as exc:
+            raise CorruptDataError(f"suite manifest {path} is not valid JSON ({exc}); delete it "
+                                   f"and rerun `mixupe bench` to rewrite it") from exc
+    return records

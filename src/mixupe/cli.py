@@ -1,0 +1,414 @@
+"""The ``mixupe`` command line: ``train``, ``bench``, ``report`` and ``data``.
+
+Exit codes: 0 success, 2 usage or configuration error (a message on stderr, no traceback),
+3 a training run diverged (non-finite loss), 1 anything else.
+
+Example:
+    >>> main(["data", "list"])  # doctest: +SKIP
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from mixupe.errors import (
+    ConfigError,
+    DataUnavailableError,
+    InputError,
+    MixupeError,
+    NonFiniteLossError,
+)
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK, EXIT_OTHER, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
+
+# One help line per TrainConfig field (kept here because they are the command line's words).
+FIELD_HELP: dict[str, str] = {
+    "dataset": "dataset name (see `mixupe data list`)",
+    "model": "model name: mlp, small-cnn, preact-resnet18, mfcc-cnn, gin",
+    "method": "training objective: erm, mixup, cutmix, manifold or mixupe",
+    "alpha": "Beta(alpha, alpha) parameter of the mixing coefficient lambda",
+    "per_sample": "draw one lambda per sample instead of one per batch",
+    "mixing": "how MixupE mixes: auto (input mixup for tensors, manifold at the model's "
+              "mix layers for graphs), mixup, cutmix or manifold",
+    "mix_layers": "comma-separated submodule names for manifold mixing ('none' = the model's "
+                  "own mix_layers)",
+    "label_smoothing": "label smoothing of the targets, in [0, 1)",
+    "eta": "MixupE: weight of the directional-derivative term",
+    "version": "MixupE version 1-4 (3 is the authors' published configuration)",
+    "threshold": "MixupE versions 1 and 3: select samples whose score is below this "
+                 "('none' = select all)",
+    "fast_sign": "MixupE versions 3 and 4: sign of the fast term, -1 as released or +1",
+    "rescale": "MixupE: rescale the combined loss to the Mixup loss's magnitude",
+    "clean_pass": "MixupE clean forward pass: separate (as released) or fused with the mixed batch",
+    "epochs": "number of training epochs",
+    "batch_size": "mini-batch size",
+    "optimizer": "sgd (Nesterov momentum) or adamw",
+    "lr": "peak learning rate",
+    "momentum": "SGD momentum",
+    "weight_decay": "weight decay",
+    "schedule": "learning-rate schedule after warm-up: cosine, step or constant",
+    "warmup_epochs": "epochs of linear learning-rate warm-up",
+    "milestones": "comma-separated epochs at which the step schedule multiplies lr by gamma",
+    "gamma": "factor of the step schedule",
+    "model_options": "KEY=VALUE option for the model builder (repeatable; VALUE parsed as JSON "
+                     "when possible), e.g. width=256",
+    "data_options": "KEY=VALUE option for the data loader (repeatable), e.g. subset=5000",
+    "fgsm_eps": "FGSM attack size in standardised input units for the robustness metric",
+    "ece_bins": "number of equal-width bins of the expected calibration error",
+    "seed": "random seed (data order, initialisation, mixing)",
+    "device": "auto, cpu, cuda or cuda:N",
+    "amp": "automatic mixed precision (CUDA only)",
+}
+
+
+class CliError(MixupeError):
+    """A command-line usage problem (exit code 2)."""
+
+
+# ---------------------------------------------------------------------------- value parsing
+def _parse_value(text: str) -> Any:
+    """JSON when it parses (numbers, true/false, lists), the plain string otherwise."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE; write e.g. subset=5000")
+    return key.strip(), _parse_value(value.strip())
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+def _str_tuple(text: str) -> tuple[str, ...] | None:
+    return None if text.lower() == "none" else tuple(s.strip() for s in text.split(",") if s)
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(s) for s in text.split(",") if s.strip())
+
+
+def _add_field_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--field`` option per TrainConfig field; unset options do not override anything."""
+    from mixupe.engine.config import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        names = [f"--{f.name.replace('_', '-')}"]
+        if "_" in f.name:
+            names.append(f"--{f.name}")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"{FIELD_HELP.get(f.name, 'TrainConfig.' + f.name)} (default: {default!r})"
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        annotation = str(f.type)
+        if annotation == "bool":
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
+        elif f.name in ("model_options", "data_options"):
+            parser.add_argument(*names, action="append", type=_key_value, metavar="KEY=VALUE",
+                                **kw)
+        elif f.name == "mix_layers":
+            parser.add_argument(*names, type=_str_tuple, metavar="NAME[,NAME]", **kw)
+        elif f.name == "milestones":
+            parser.add_argument(*names, type=_int_tuple, metavar="E1[,E2]", **kw)
+        elif annotation == "float | None":
+            parser.add_argument(*names, type=_optional_float, metavar="FLOAT|none", **kw)
+        elif annotation == "int":
+            parser.add_argument(*names, type=int, metavar="INT", **kw)
+        elif annotation == "float":
+            parser.add_argument(*names, type=float, metavar="FLOAT", **kw)
+        else:
+            parser.add_argument(*names, metavar=f.name.upper(), **kw)
+
+
+# ---------------------------------------------------------------------------- parser
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``mixupe`` with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="mixupe",
+        description="Mixup-family training (ERM, Mixup, CutMix, Manifold Mixup, MixupE) and an "
+                    "honest benchmark harness.",
+        epilog="Examples:\n  mixupe bench quick          # the quick suite, table and plots\n"
+               "  mixupe report               # report on ./runs\n"
+               "  mixupe train --dataset digits --method mixupe --eta 0.1 --epochs 5\n"
+               "  mixupe data list",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every step of the runner (and debug messages)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = sub.add_parser(
+        "train", help="train one run", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train one run. Options come from --config, then from the --FIELD options "
+                    "below, which override the file. The run goes to RUNS_ROOT/<run name>.")
+    train.add_argument("--config", type=Path, metavar="FILE",
+                       help="TOML or JSON file of TrainConfig fields (a run's config.json works)")
+    train.add_argument("--runs-root", type=Path, default=Path("runs"),
+                       help="directory that holds run directories (default: ./runs)")
+    mode = train.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue an existing run directory from its checkpoint")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="delete an existing run directory and start again")
+    train.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (the default on a non-terminal)")
+    train.add_argument("--dry-run", action="store_true",
+                       help="print the resolved config and run directory, do not train")
+    _add_field_options(train.add_argument_group("training options (TrainConfig fields)"))
+
+    bench = sub.add_parser(
+        "bench", help="run a benchmark suite (resumable), then print its table and write plots",
+        formatter_class=_Formatter,
+        description="Run every missing run of a suite (complete runs are skipped, partial runs "
+                    "resumed, diverged runs reported and not retried), then print the suite's "
+                    "table and write report.md and plots. Interrupt and rerun to continue.")
+    bench.add_argument("suite", metavar="SUITE",
+                       help="built-in suite (smoke, quick, full) or a suite TOML file")
+    bench.add_argument("--runs-root", type=Path, default=Path("runs"),
+                       help="directory that holds run directories")
+    bench.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                       help="replace the suite's seeds")
+    bench.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[],
+                       metavar="FIELD=VALUE",
+                       help="override a TrainConfig field for every run (repeatable), e.g. "
+                            "--set epochs=2")
+    bench.add_argument("--datasets", nargs="+", metavar="LABEL",
+                       help="run only these datasets of the suite (the report covers all)")
+    bench.add_argument("--arms", nargs="+", metavar="LABEL",
+                       help="run only these arms of the suite (the report covers all)")
+    bench.add_argument("--dry-run", action="store_true",
+                       help="validate the suite and list its runs with their status; train nothing")
+    bench.add_argument("--out", type=Path,
+                       help="report directory (default: RUNS_ROOT/report)")
+    bench.add_argument("--no-report", action="store_true", help="skip the table and plots")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    report = sub.add_parser(
+        "report", help="write the Markdown report and plots for a runs directory",
+        formatter_class=_Formatter,
+        description="Read run directories (never retrains) and write report.md with one table "
+                    "per suite (mean ± 95 %% CI, chosen hyper-parameters, paired differences) "
+                    "and PNG plots; the Markdown is also printed.")
+    report.add_argument("runs_dir", nargs="?", type=Path, default=Path("runs"), metavar="RUNS_DIR",
+                        help="directory that holds run directories")
+    report.add_argument("--suite", metavar="NAME", help="report only this suite")
+    report.add_argument("--out", type=Path, help="output directory (default: RUNS_DIR/report)")
+    report.add_argument("--no-plots", action="store_true", help="write report.md only")
+
+    data = sub.add_parser("data", help="list, describe or prepare datasets",
+                          description="Datasets shipped in packages or under a root folder.")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    data_sub.add_parser("list", help="list the dataset names",
+                        description="List every dataset name with its domain.")
+    for action, text in (("describe", "load a dataset and print its splits, classes and source"),
+                         ("prepare", "load a dataset once so its caches are built")):
+        p = data_sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".",
+                                formatter_class=_Formatter)
+        p.add_argument("name", metavar="NAME", help="dataset name (see `mixupe data list`)")
+        p.add_argument("--root", type=Path, help="folder with the data files (default: the "
+                                                 "packaged copy)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
+        p.add_argument("--option", dest="options", action="append", type=_key_value, default=[],
+                       metavar="KEY=VALUE", help="loader option (repeatable), e.g. subset=5000")
+    return parser
+
+
+# ---------------------------------------------------------------------------- commands
+def _out(text: str) -> None:
+    sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + ("" if text.endswith("\n") else "\n"))
+    sys.stderr.flush()
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CliError(f"--config {str(path)!r} does not exist; pass an existing TOML or JSON file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CliError(f"--config {str(path)!r} does not parse ({exc}); fix its syntax") from exc
+    if isinstance(data.get("config"), dict):  # a run's config.json
+        data = data["config"]
+    return dict(data)
+
+
+def _progress_wanted(no_progress: bool) -> bool:
+    return not no_progress and sys.stderr.isatty()
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mixupe.engine import TrainConfig, train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = _read_config_file(args.config) if args.config else {}
+    for name in fields:
+        if name in vars(args):
+            value = getattr(args, name)
+            if name in ("model_options", "data_options"):
+                value = {**dict(values.get(name) or {}), **dict(value)}
+            values[name] = value
+    cfg = TrainConfig.from_dict(values)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    main_rank = world <= 1 or rank == 0
+    if args.dry_run:
+        if main_rank:
+            _out(json.dumps(cfg.to_dict(), indent=1))
+            _out(f"run directory: {Path(args.runs_root) / cfg.run_name()}")
+        return EXIT_OK
+    result = train(cfg, runs_root=args.runs_root, resume=args.resume, overwrite=args.overwrite,
+                   progress=main_rank and _progress_wanted(args.no_progress))
+    if main_rank:
+        final = result.final or {}
+        parts = []
+        for split in ("val", "test"):
+            m = final.get(split) or {}
+            if m:
+                parts.append(f"{split}: acc {m.get('acc', float('nan')):.4f} "
+                             f"nll {m.get('nll', float('nan')):.4f} "
+                             f"ece {m.get('ece', float('nan')):.4f} "
+                             f"fgsm acc {m.get('fgsm_acc', float('nan')):.4f}")
+        _out(f"run: {result.run_dir}")
+        _out("; ".join(parts) if parts else "no metrics")
+    return EXIT_OK
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mixupe.bench.report import write_report
+    from mixupe.bench.runner import plan_suite, run_status, run_suite
+    from mixupe.bench.suites import load_suite
+
+    suite = load_suite(args.suite)
+    overrides = dict(args.overrides)
+    plan = plan_suite(suite, overrides=overrides, seeds=args.seeds)
+    for kind, wanted, have in (("--datasets", args.datasets, [d.label for d in suite.datasets]),
+                               ("--arms", args.arms, [a.label for a in suite.arms])):
+        bad = sorted(set(wanted or []) - set(have))
+        if bad:
+            raise CliError(f"{kind} {bad} not in suite {suite.name!r}; choose from {have}")
+    if args.dry_run:
+        _out(f"suite {suite.name}: {len(plan.plans)} dataset x arm cells, "
+             f"{len(plan.phase1)} selection runs (seeds {list(plan.selection_seeds)}), "
+             f"{plan.total_runs} runs when complete (seeds {list(plan.seeds)})")
+        for run in plan.phase1:
+            status = run_status(args.runs_root, run.config)
+            _out(f"  [{status:8s}] {run.describe()}: {run.config.run_name()}")
+        rest = plan.total_runs - len(plan.phase1)
+        if rest:
+            _out(f"  + {rest} runs of the chosen grid points with the other seeds")
+        return EXIT_OK
+    progress = _progress_wanted(args.no_progress)
+    outcome = run_suite(suite, runs_root=args.runs_root, overrides=overrides, seeds=args.seeds,
+                        progress=progress, datasets=args.datasets, arms=args.arms)
+    _err(f"suite {suite.name}: {len(outcome.trained)} trained, {len(outcome.skipped)} already "
+         f"done, {len(outcome.failed)} diverged")
+    for name, reason in outcome.failed:
+        _err(f"  diverged: {name}: {reason}")
+    if args.no_report:
+        return EXIT_OK
+    files = write_report(args.runs_root, suite=suite.name, out=args.out)
+    _out(files.text)
+    _err(f"report: {files.markdown}")
+    for path in files.plots:
+        _err(f"plot: {path}")
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mixupe.bench.report import write_report
+
+    files = write_report(args.runs_dir, suite=args.suite, out=args.out, plots=not args.no_plots)
+    _out(files.text)
+    _err(f"report: {files.markdown}")
+    for path in files.plots:
+        _err(f"plot: {path}")
+    return EXIT_OK
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    import mixupe.data as data
+
+    if args.data_command == "list":
+        for name in data.names():
+            _out(name)
+        return EXIT_OK
+    if args.name not in data.names():
+        raise CliError(f"dataset {args.name!r} is unknown; choose one of {data.names()}")
+    ds = data.load(args.name, root=args.root, seed=args.seed, **dict(args.options))
+    if args.data_command == "prepare":
+        _out(f"{ds.name} ready ({len(ds.train)} train, {len(ds.val)} val, {len(ds.test)} test) "
+             f"from {ds.source}")
+        return EXIT_OK
+    lines = [
+        f"name:         {ds.name}",
+        f"domain:       {ds.domain}",
+        f"classes:      {ds.num_classes}",
+        f"input shape:  {tuple(ds.input_shape)}",
+        f"train/val/test: {len(ds.train)} / {len(ds.val)} / {len(ds.test)}",
+        f"source:       {ds.source}",
+    ]
+    _out("\n".join(lines))
+    return EXIT_OK
+
+
+COMMANDS = {"train": _cmd_train, "bench": _cmd_bench, "report": _cmd_report, "data": _cmd_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mixupe`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        logging.getLogger("mixupe.bench").setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except NonFiniteLossError as exc:
+        _err(f"mixupe {args.command}: training diverged: {exc}")
+        return EXIT_DIVERGED
+    except (ConfigError, InputError, CliError) as exc:
+        _err(f"mixupe {args.command}: error: {exc}")
+        return EXIT_USAGE
+    except (DataUnavailableError, MixupeError) as exc:
+        _err(f"mixupe {args.command}: error: {exc}")
+        return EXIT_OTHER
+    except KeyboardInterrupt:
+        _err(f"mixupe {args.command}: interrupted; rerun the same command to continue")
+        return 130
+    except Exception:  # a bug: keep the traceback, it is what a bug report needs
+        traceback.print_exc()
+        return EXIT_OTHER
