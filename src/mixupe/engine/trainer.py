@@ -41,7 +41,7 @@ from mixupe.engine.optim import build_optimizer, build_scheduler
 from mixupe.engine.rundir import RunDir
 from mixupe.errors import ConfigError, InputError, NonFiniteLossError
 
-__all__ = ["RunResult", "build_objective", "derive_seed", "evaluate", "train"]
+__all__ = ["RunResult", "build_objective", "derive_seed", "evaluate", "fit_data_mean", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return name in params
 
 
 def build_model(cfg: TrainConfig, ds: Any) -> nn.Module:
@@ -103,39 +103,38 @@ def build_objective(cfg: TrainConfig, *, model: nn.Module, num_classes: int, dom
     graphs = domain == "graphs"
     layers = cfg.mix_layers if cfg.mix_layers is not None else tuple(
         getattr(model, "mix_layers", ()) or ())
-    common: dict[str, Any] = {"num_classes": num_classes, "generator": generator}
-    if cfg.label_smoothing:
-        common["label_smoothing"] = cfg.label_smoothing
-    mix = {"alpha": cfg.alpha, "per_sample": cfg.per_sample}
-    if cfg.method == "erm":
-        cls, kw = O.ERM, dict(common)
-    elif cfg.method == "mixup" and graphs:
-        cls, kw = O.ManifoldMixup, {**common, **mix, "layers": ["pool"]}
-    elif cfg.method == "mixup":
-        cls, kw = O.Mixup, {**common, **mix}
-    elif cfg.method == "cutmix":
-        if graphs:
-            raise ConfigError(
-                f"method='cutmix' cannot mix graphs (dataset={cfg.dataset!r}); use "
-                "method='mixup' (mixed at the pooled embedding) or 'manifold'"
-            )
-        cls, kw = O.CutMix, {**common, **mix}
-    elif cfg.method == "manifold":
-        cls, kw = O.ManifoldMixup, {**common, **mix, "layers": list(layers)}
+    common: dict[str, Any] = {"num_classes": num_classes, "generator": generator,
+                              "label_smoothing": cfg.label_smoothing,
+                              "validate": False, "check_finite": False}
+    mix = {**common, "alpha": cfg.alpha, "per_sample": cfg.per_sample}
+    method = cfg.method
+    if method == "mixupe":
+        method = cfg.mixing
+        if method == "auto":
+            method = "manifold" if graphs else "mixup"
+    if method == "erm":
+        return O.ERM(**common)
+    if method == "cutmix" and graphs:
+        raise ConfigError(
+            f"cutmix cannot mix graphs (dataset={cfg.dataset!r}); use method='mixup' "
+            "(mixed at the pooled embedding) or 'manifold'"
+        )
+    if method == "mixup" and graphs:
+        mixer = O.ManifoldMixup(**mix, layers=["pool"])
+    elif method == "mixup":
+        mixer = O.Mixup(**mix)
+    elif method == "cutmix":
+        mixer = O.CutMix(**mix)
     else:
-        mixing = cfg.mixing
-        if mixing == "auto":
-            mixing = "manifold" if graphs else "mixup"
-        kw = {**common, **mix, "mixing": mixing, "eta": cfg.eta, "version": cfg.version,
-              "threshold": cfg.threshold, "fast_sign": cfg.fast_sign, "rescale": cfg.rescale,
-              "clean_pass": cfg.clean_pass}
-        if mixing == "manifold":
-            kw["layers"] = ["pool"] if graphs and cfg.mix_layers is None else list(layers)
-        cls = O.MixupE
-    for name in ("validate", "check_finite"):
-        if _accepts(cls, name):
-            kw[name] = False
-    return cls(**kw)
+        if graphs and cfg.mix_layers is None:
+            layers = ("pool",)
+        mixer = O.ManifoldMixup(**mix, layers=list(layers) if layers else None)
+    if cfg.method != "mixupe":
+        return mixer
+    # MixupE draws from the mixing objective's generator (ours) when given none of its own.
+    return O.MixupE(mixing=mixer, eta=cfg.eta, version=cfg.version, threshold=cfg.threshold,
+                    fast_sign=cfg.fast_sign, rescale=cfg.rescale, clean_pass=cfg.clean_pass,
+                    validate=False, check_finite=False)
 
 
 class _ObjectiveStep(nn.Module):
@@ -167,17 +166,57 @@ def _batches(split: Any, *, batch_size: int, shuffle: bool, generator: torch.Gen
                              world_size=ctx.world_size))
 
 
-def _local_size(n: int, ctx: D.DistContext) -> int:
-    """Samples in this rank's shard (at most one apart between ranks)."""
-    return len(range(ctx.rank, n, ctx.world_size))
+def _unpadded_batches(split: Any, *, batch_size: int, device: torch.device,
+                      ctx: D.DistContext) -> Iterator[tuple[Any, torch.Tensor]]:
+    """This rank's shard in order, without the wrap-around padding that evens out the shards.
+
+    ``mixupe.data.batches`` pads the (unshuffled) order with its first samples up to a
+    multiple of the world size; the padding is the tail of a rank's stream, so it is cut
+    here and every sample counts exactly once over all ranks (for metrics and the data mean).
+    """
+    left = len(range(ctx.rank, len(split), ctx.world_size))
+    for x, y in _batches(split, batch_size=batch_size, shuffle=False, generator=None,
+                         device=device, ctx=ctx):
+        if left <= 0:
+            return
+        if y.shape[0] > left:
+            x, y = _take_first(x, left), y[:left]
+        left -= y.shape[0]
+        yield x, y
+
+
+def _take_first(x: Any, k: int) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x[:k]
+    from torch_geometric.data import Batch  # graph batches come from PyG
+
+    return Batch.from_data_list(x.to_data_list()[:k])
 
 
 def _steps_per_epoch(n_train: int, batch_size: int, ctx: D.DistContext) -> int:
-    """Optimiser steps per epoch, equal on every rank; a last batch of one sample is skipped
-    (BatchNorm cannot train on it)."""
-    local = _local_size(n_train, ctx)
+    """Optimiser steps per epoch, equal on every rank (each rank gets ceil(n / world) samples);
+    a last batch of one sample is skipped (BatchNorm cannot train on it)."""
+    local = math.ceil(n_train / ctx.world_size)
     steps = local // batch_size + (1 if local % batch_size >= 2 else 0)
     return D.all_reduce_min(steps, ctx)
+
+
+def fit_data_mean(split: Any, *, ctx: D.DistContext, batch_size: int = 1024) -> torch.Tensor:
+    """The per-feature mean of a tensor split's inputs (float64, on the CPU).
+
+    Under DDP each rank sums its shard and the sums are all-reduced, so every rank gets the
+    mean of the whole split.
+    """
+    total, count = None, torch.zeros((), dtype=torch.float64, device=ctx.device)
+    for x, _ in _unpadded_batches(split, batch_size=batch_size, device=ctx.device, ctx=ctx):
+        part = x.detach().double().sum(0)
+        total = part if total is None else total + part
+        count += x.shape[0]
+    if total is None:
+        raise InputError("the training split is empty; a data mean needs at least one sample")
+    D.all_reduce_sum(total, ctx)
+    D.all_reduce_sum(count, ctx)
+    return (total / count).cpu()
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -202,8 +241,7 @@ def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
     sums = torch.zeros(5, dtype=torch.float64, device=dev)  # n, correct, nll, brier, fgsm
     bins = torch.zeros(3, ece_bins, dtype=torch.float64, device=dev)
     try:
-        for x, y in _batches(split, batch_size=batch_size, shuffle=False, generator=None,
-                             device=dev, ctx=ctx):
+        for x, y in _unpadded_batches(split, batch_size=batch_size, device=dev, ctx=ctx):
             with torch.no_grad():
                 logits = model(x).double()
             logp = logits.log_softmax(dim=1)
@@ -315,14 +353,12 @@ def _build(cfg: TrainConfig, ctx: D.DistContext) -> _Parts:
 def _rank_state(parts: _Parts, ctx: D.DistContext) -> dict[str, Any]:
     state = {"mix_generator": parts.mix_generator.get_state(),
              "cpu_rng": torch.get_rng_state()}
+    objective_state = getattr(parts.objective, "state_dict", None)
+    if callable(objective_state):  # MixupE: data mean, representation means, generator
+        state["objective"] = objective_state()
     if ctx.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(ctx.device)
     return state
-
-
-def _objective_state(objective: Any) -> dict[str, Any]:
-    mean = getattr(objective, "data_mean", None)
-    return {"data_mean": mean.detach().cpu()} if isinstance(mean, torch.Tensor) else {}
 
 
 def _save(run: RunDir, parts: _Parts, ctx: D.DistContext, *, epoch: int, step: int) -> None:
@@ -335,7 +371,7 @@ def _save(run: RunDir, parts: _Parts, ctx: D.DistContext, *, epoch: int, step: i
         "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
-        "objective": _objective_state(parts.objective), "rank_states": ranks,
+        "rank_states": ranks,
     })
 
 
@@ -351,10 +387,9 @@ def _restore(ckpt: dict[str, Any], parts: _Parts, ctx: D.DistContext, run: RunDi
     parts.scheduler.load_state_dict(ckpt["scheduler"])
     if parts.scaler is not None and ckpt.get("scaler") is not None:
         parts.scaler.load_state_dict(ckpt["scaler"])
-    mean = ckpt.get("objective", {}).get("data_mean")
-    if mean is not None:
-        parts.objective.data_mean = mean.to(ctx.device)
     state = ckpt["rank_states"][ctx.rank]
+    if "objective" in state:
+        parts.objective.load_state_dict(state["objective"])
     parts.mix_generator.set_state(state["mix_generator"])
     torch.set_rng_state(state["cpu_rng"])
     if "cuda_rng" in state:
@@ -406,15 +441,13 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
         detached = loss.detach().double()
         acc[0] += detached
         out = inner.last
-        mix = _stat(out, "mixup_loss", "loss_mix")
-        reg = _stat(out, "reg", "regulariser", "regularizer")
-        sel = _stat(out, "selected_frac", "selected_fraction")
-        if mix is not None or reg is not None or sel is not None:
-            mix = detached if mix is None else mix
-            reg = torch.zeros((), dtype=torch.float64, device=dev) if reg is None else reg
+        mix = _stat(out, "mixup_loss")
+        reg = _stat(out, "regulariser")
+        if mix is not None and reg is not None:  # MixupE
             acc[1] += mix
             acc[2] += reg
-            acc[3] += reg.abs() / mix.abs().clamp_min(1e-12)
+            acc[3] += reg.abs() / mix.abs().clamp_min(1e-300)
+            sel = _stat(out, "selected_fraction")
             acc[4] += sel if sel is not None else 1.0
             acc[5] += 1
         else:
@@ -485,21 +518,20 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
         return RunResult(run.path, cfg, records[-1] if records else {}, True)
 
     parts = _build(cfg, ctx)
-    start_epoch, step, restored_mean = 0, 0, False
+    start_epoch, step = 0, 0
     if status == "resume":
         ckpt = _on_main(ctx, lambda: load_checkpoint(run.checkpoint_path))
         _restore(ckpt, parts, ctx, run)
-        restored_mean = "data_mean" in ckpt.get("objective", {})
         start_epoch, step = ckpt["epoch"], ckpt["global_step"]
         _on_main(ctx, lambda: run.keep_metrics_until(start_epoch))
         log.info("resuming %s from epoch %d", run.path, start_epoch)
     else:
         _on_main(ctx, lambda: run.write_config(_environment(ctx, parts.amp_dtype)))
-    needs_mean = cfg.method == "mixupe" and cfg.version in (1, 2)
-    fit_mean = getattr(parts.objective, "fit_data_mean", None)
-    if needs_mean and callable(fit_mean) and not restored_mean:
-        fit_mean(_batches(parts.ds.train, batch_size=max(cfg.batch_size, 256), shuffle=False,
-                          generator=None, device=ctx.device, ctx=ctx))
+    if (cfg.method == "mixupe" and cfg.version in (1, 2) and parts.ds.domain != "graphs"
+            and getattr(parts.objective, "data_mean", None) is None):
+        # With an explicit leading 1: set_data_mean drops a leading 1, which would otherwise
+        # eat the channel axis of single-channel images.
+        parts.objective.set_data_mean(fit_data_mean(parts.ds.train, ctx=ctx).unsqueeze(0))
 
     stop = min(cfg.epochs, max_epochs or cfg.epochs)
     bar = None
