@@ -1,0 +1,156 @@
+"""TrainConfig validation, normalisation and naming; optimisers and learning-rate schedules."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from mixupe.engine.config import TrainConfig
+from mixupe.engine.optim import LRFactor, build_optimizer, build_scheduler
+from mixupe.errors import ConfigError
+
+
+def test_run_name_example_and_round_trip() -> None:
+    cfg = TrainConfig(method="mixupe", alpha=2.0, eta=0.01)
+    dataset, model, method, tail = cfg.run_name().split("/")
+    assert (dataset, model, method) == ("digits", "mlp", "mixupe-v3-a2-eta0.01-t1-sign-1")
+    assert tail.startswith("seed0-") and len(tail.split("-")[-1]) == 6
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_every_hyper_parameter_changes_the_name() -> None:
+    base = TrainConfig(method="mixupe", schedule="step", milestones=(2,), mixing="manifold")
+    changes = {
+        "dataset": "wine", "model": "small-cnn", "alpha": 0.5, "per_sample": True,
+        "mixing": "cutmix", "mix_layers": ("act",), "label_smoothing": 0.1, "eta": 0.5,
+        "version": 1, "threshold": 0.0, "fast_sign": 1, "rescale": False,
+        "clean_pass": "fused", "epochs": 3, "batch_size": 32, "optimizer": "adamw",
+        "lr": 0.01, "momentum": 0.5, "weight_decay": 0.0, "warmup_epochs": 1,
+        "milestones": (3,), "gamma": 0.5, "model_options": {"width": 8},
+        "data_options": {"subset": 100}, "fgsm_eps": 0.1, "ece_bins": 10, "seed": 1,
+    }
+    names = {base.run_name()}
+    for key, value in changes.items():
+        name = dataclasses.replace(base, **{key: value}).run_name()
+        assert name not in names, key
+        names.add(name)
+    # device says where a run executes, not what it computes
+    assert dataclasses.replace(base, device="cpu").run_name() == base.run_name()
+
+
+def test_normalized_merges_equivalent_runs() -> None:
+    assert TrainConfig(method="erm", eta=0.5, alpha=3.0).run_name() == TrainConfig().run_name()
+    assert TrainConfig(method="mixup", version=1).run_name() == \
+        TrainConfig(method="mixup").run_name()
+    assert TrainConfig(method="mixupe", version=4, threshold=0.3).run_name() == \
+        TrainConfig(method="mixupe", version=4).run_name()
+    assert TrainConfig(method="mixupe", version=1, fast_sign=1).run_name() == \
+        TrainConfig(method="mixupe", version=1).run_name()
+    assert TrainConfig(gamma=0.5).run_name() == TrainConfig().run_name()  # not a step schedule
+    # but options that matter are kept
+    assert TrainConfig(method="mixupe", version=3, fast_sign=1).run_name() != \
+        TrainConfig(method="mixupe", version=3).run_name()
+
+
+def test_options_accept_dicts_and_sort() -> None:
+    a = TrainConfig(model_options={"width": 8, "depth": 2})
+    b = TrainConfig(model_options=(("depth", 2), ("width", 8)))
+    assert a == b and a.model_options == (("depth", 2), ("width", 8))
+    assert a.to_dict()["model_options"] == {"depth": 2, "width": 8}
+    c = TrainConfig.from_dict({"milestones": [2, 4], "schedule": "step", "mix_layers": ["act"]})
+    assert c.milestones == (2, 4) and c.mix_layers == ("act",)
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        ({"method": "mixout"}, r"method='mixout'.*choose one of"),
+        ({"alpha": 0.0}, r"alpha=0.0 is out of range.*> 0.0"),
+        ({"version": 5}, r"version=5 is out of range.*<= 4"),
+        ({"fast_sign": 0}, r"fast_sign=0 must be -1 or 1"),
+        ({"clean_pass": "both"}, r"clean_pass='both'.*'separate', 'fused'"),
+        ({"epochs": 0}, r"epochs=0 is out of range.*>= 1"),
+        ({"lr": float("nan")}, r"lr=nan must be finite"),
+        ({"batch_size": 2.5}, r"batch_size=2.5 must be an integer"),
+        ({"warmup_epochs": 20}, r"warmup_epochs=20 exceeds epochs=10.*lower warmup_epochs"),
+        ({"schedule": "step"}, r"schedule='step' needs milestones.*milestones=\(30, 60\)"),
+        ({"schedule": "step", "milestones": (5, 3)}, r"milestones=\(5, 3\).*increasing"),
+        ({"device": "tpu"}, r"device='tpu'.*'cuda:N'"),
+        ({"mix_layers": ()}, r"mix_layers=\(\).*submodule names"),
+        ({"model_options": [1, 2]}, r"model_options=\[1, 2\] is not a mapping.*dict"),
+        ({"label_smoothing": 1.0}, r"label_smoothing=1.0 is out of range"),
+    ],
+)
+def test_bad_options_raise_config_error(options: dict, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        TrainConfig(**options)
+
+
+def test_from_dict_names_unknown_keys() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config keys \['etaa', 'lrr'\].*remove them"):
+        TrainConfig.from_dict({"etaa": 1, "lrr": 2, "lr": 0.1})
+
+
+# --------------------------------------------------------------------------- schedules
+def _factors(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(model.parameters(), cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=steps_per_epoch)
+    out = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        out.append(opt.param_groups[0]["lr"] / cfg.lr)
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_cosine_with_warmup_matches_formula() -> None:
+    cfg = TrainConfig(epochs=5, warmup_epochs=2, lr=0.2)
+    got = _factors(cfg, steps_per_epoch=3)
+    warm, total = 6, 15
+    expected = [(s + 1) / warm for s in range(warm)]
+    expected += [0.5 * (1 + math.cos(math.pi * (s - warm) / (total - warm)))
+                 for s in range(warm, total)]
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert min(got) > 0  # never a zero learning rate while training
+
+
+def test_step_and_constant_schedules() -> None:
+    cfg = TrainConfig(epochs=4, schedule="step", milestones=(1, 3), gamma=0.5)
+    assert _factors(cfg, 2) == pytest.approx([1, 1, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25])
+    assert _factors(TrainConfig(epochs=2, schedule="constant"), 2) == [1.0] * 4
+
+
+def test_optimisers() -> None:
+    model = torch.nn.Linear(2, 2)
+    sgd = build_optimizer(model.parameters(), TrainConfig(momentum=0.9, weight_decay=5e-4))
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["nesterov"] and sgd.defaults["weight_decay"] == 5e-4
+    adamw = build_optimizer(model.parameters(), TrainConfig(optimizer="adamw", lr=1e-3))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 1e-3
+
+
+def test_sgd_step_matches_nesterov_by_hand() -> None:
+    # one parameter, loss = 0.5 * w^2 -> grad = w (+ weight decay wd * w)
+    w = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    cfg = TrainConfig(lr=0.1, momentum=0.9, weight_decay=0.01)
+    opt = build_optimizer([w], cfg)
+    ref_w, buf = 1.0, 0.0
+    for _ in range(3):
+        opt.zero_grad()
+        (0.5 * w**2).sum().backward()
+        opt.step()
+        g = ref_w + 0.01 * ref_w
+        buf = 0.9 * buf + g
+        ref_w -= 0.1 * (g + 0.9 * buf)
+    assert w.item() == pytest.approx(ref_w, rel=1e-12)
+
+
+def test_schedule_errors() -> None:
+    with pytest.raises(ConfigError, match=r"steps_per_epoch=0.*lower batch_size"):
+        LRFactor(schedule="cosine", steps_per_epoch=0, epochs=1)
+    with pytest.raises(ConfigError, match=r"schedule='linear'.*'cosine'"):
+        LRFactor(schedule="linear", steps_per_epoch=1, epochs=1)
