@@ -216,25 +216,26 @@ class MixupE(Objective):
     # ----------------------------------------------------------------- data mean
     @property
     def data_mean(self) -> Tensor | None:
-        """The data mean ``x_bar`` (float64, shape of one input), or None."""
+        """The data mean ``x_bar`` as set (float64), or None."""
         return self._data_mean
 
     def set_data_mean(self, mean: Tensor) -> None:
         """Set ``x_bar``: a tensor of the shape of one input, or with a leading 1.
 
+        The shape is matched against the inputs at each call (a leading 1 is dropped there,
+        which keeps one-channel images of shape (1, H, W) unambiguous).
+
         Example:
             >>> obj = MixupE(version=1, num_classes=3)
             >>> obj.set_data_mean(torch.zeros(1, 4))
             >>> tuple(obj.data_mean.shape)
-            (4,)
+            (1, 4)
         """
         if not isinstance(mean, Tensor) or mean.dim() == 0:
             raise InputError(
                 f"data mean {mean!r} is invalid: pass a tensor with the shape of one input "
                 "(or with a leading 1), e.g. x_train.mean(0)."
             )
-        if mean.dim() >= 2 and mean.shape[0] == 1:
-            mean = mean[0]
         mean = mean.detach().to(dtype=torch.float64)
         MF.check_finite_tensor(mean, "data mean")
         self._data_mean = mean
@@ -282,15 +283,19 @@ class MixupE(Objective):
                 "set_data_mean(x_train.mean(0)) or fit_data_mean(train_batches) before "
                 "training (or use version 3/4)."
             )
-        if tuple(self._data_mean.shape) != tuple(x.shape[1:]):
+        key = (x.device, x.dtype)
+        if key in self._mean_cache:
+            return self._mean_cache[key]
+        mean = self._data_mean
+        if tuple(mean.shape) == (1, *x.shape[1:]):
+            mean = mean[0]
+        if tuple(mean.shape) != tuple(x.shape[1:]):
             raise InputError(
                 f"the data mean has shape {tuple(self._data_mean.shape)} but one input has shape "
                 f"{tuple(x.shape[1:])}: set a mean of shape {tuple(x.shape[1:])} (or "
                 f"(1, {', '.join(str(s) for s in x.shape[1:])}))."
             )
-        key = (x.device, x.dtype)
-        if key not in self._mean_cache:
-            self._mean_cache[key] = self._data_mean.to(device=x.device, dtype=x.dtype)
+        self._mean_cache[key] = mean.to(device=x.device, dtype=x.dtype)
         return self._mean_cache[key]
 
     def _layer_mean(self, layer: str, h: Tensor) -> Tensor:

@@ -1,0 +1,349 @@
+"""MixupE versions 1-4 against a plain reference written from METHOD.md's table (float64)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import mixupe
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen(seed), dtype=dtype)
+
+
+def seeded(model: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module:
+    g = gen(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "bn" in name or name.startswith("1."):  # BatchNorm affine: near identity
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+    return model.double()
+
+
+def make_mlp(bias: bool = True) -> nn.Module:
+    return seeded(nn.Sequential(nn.Linear(4, 8, bias=bias), nn.Tanh() if bias else nn.ReLU(),
+                                nn.Linear(8, 3, bias=bias)).double())
+
+
+def make_cnn(batchnorm: bool = True) -> nn.Module:
+    layers: list[nn.Module] = [nn.Conv2d(1, 2, 3, padding=1)]
+    layers.append(nn.BatchNorm2d(2) if batchnorm else nn.Identity())
+    layers += [nn.Tanh(), nn.Flatten(), nn.Linear(2 * 4 * 5, 3)]
+    return seeded(nn.Sequential(*layers).double())
+
+
+K = 3
+Y = torch.tensor([0, 1, 2, 1, 0, 2])
+PERM = torch.tensor([3, 5, 0, 4, 1, 2])
+LAM = 0.3
+ALPHA = 2.0
+
+
+def inputs_for(model_kind: str) -> torch.Tensor:
+    return randn(6, 4, seed=1) if model_kind == "mlp" else randn(6, 1, 4, 5, seed=1)
+
+
+def ce(row: torch.Tensor, label: int) -> torch.Tensor:
+    return torch.logsumexp(row, 0) - row[label]
+
+
+def reference(net, x, y, *, version, eta, threshold, rescale, fast_sign, xbar, lam=LAM,
+              perm=PERM):
+    """METHOD.md's table, one sample at a time; the Jacobian from autograd.functional."""
+    b = x.shape[0]
+    onehot = torch.eye(K, dtype=torch.float64)[y]
+    x_mix = torch.stack([lam * x[i] + (1 - lam) * x[int(perm[i])] for i in range(b)])
+    f_mix = net(x_mix)
+    l_mix = sum(lam * ce(f_mix[i], int(y[i])) + (1 - lam) * ce(f_mix[i], int(y[int(perm[i])]))
+                for i in range(b)) / b
+    c = ALPHA / (2 * ALPHA + 1)
+    scores = []
+    if version in (1, 2):
+        xc = x.detach().clone()
+        f = net(xc)
+        r = (torch.softmax(f, 1) - onehot).detach()
+        jac = torch.autograd.functional.jacobian(net, xc, create_graph=True)  # (B, K, B, ...)
+        for j in range(b):
+            d_j = xbar - x[j]
+            s_j = sum(r[i, k] * (jac[i, k, j] * d_j).sum() for i in range(b) for k in range(K))
+            scores.append(s_j)
+    else:
+        f = net(x)
+        for i in range(b):
+            p = torch.softmax(f[i], 0)
+            if version == 4:
+                p = p.detach()
+            scores.append(sum((onehot[i, k] - p[k]) * f[i, k] for k in range(K)))
+    if version == 2:
+        term = sum(s.abs() for s in scores)
+    elif version == 4 or threshold is None:
+        term = sum(scores)
+    else:
+        term = sum(s for s in scores if float(s.detach()) < threshold)
+    sign = 1.0 if version in (1, 2) else fast_sign
+    loss = l_mix + sign * eta * c * term / b
+    if rescale:
+        loss = (abs(float(l_mix.detach())) / abs(float(loss.detach()))) * loss
+    return loss, torch.stack([s.detach() for s in scores])
+
+
+def grads(net: nn.Module) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in net.parameters()]
+
+
+def run_library(net, x, *, lam=LAM, perm=PERM, xbar=None, **options):
+    obj = mixupe.MixupE(mixing=mixupe.Mixup(alpha=ALPHA, num_classes=K), **options)
+    if xbar is not None:
+        obj.set_data_mean(xbar)
+    out = obj(net, x, Y[: x.shape[0]], lam=lam, perm=perm)
+    out.loss.backward()
+    return out, grads(net)
+
+
+def pick_threshold(scores: torch.Tensor) -> float:
+    s = scores.sort().values
+    return float((s[2] + s[3]) / 2)  # half the batch below it
+
+
+@pytest.mark.parametrize("model_kind", ["mlp", "cnn_bn"])
+@pytest.mark.parametrize("rescale", [False, True])
+@pytest.mark.parametrize("select", [False, True])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_loss_and_gradients_equal_reference(version, select, rescale, model_kind):
+    base = make_mlp() if model_kind == "mlp" else make_cnn(batchnorm=True)
+    x = inputs_for(model_kind)
+    xbar = randn(*x.shape[1:], seed=9) * 0.3
+    eta = 0.5
+    # scores first, to put the threshold inside their range
+    _, scores = reference(copy.deepcopy(base), x, Y, version=version, eta=eta, threshold=None,
+                          rescale=False, fast_sign=-1, xbar=xbar)
+    threshold = pick_threshold(scores) if select else None
+    ref_net, lib_net = copy.deepcopy(base), copy.deepcopy(base)
+    ref_loss, ref_scores = reference(ref_net, x, Y, version=version, eta=eta,
+                                     threshold=threshold, rescale=rescale, fast_sign=-1,
+                                     xbar=xbar)
+    ref_loss.backward()
+    out, lib_grads = run_library(lib_net, x, xbar=xbar if version in (1, 2) else None,
+                                 version=version, eta=eta, threshold=threshold, rescale=rescale)
+    torch.testing.assert_close(out.scores.detach(), ref_scores, rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(out.loss.detach(), ref_loss.detach(), rtol=1e-6, atol=1e-10)
+    for g_lib, g_ref in zip(lib_grads, grads(ref_net), strict=True):
+        torch.testing.assert_close(g_lib, g_ref, rtol=1e-6, atol=1e-10)
+    if select and version in (1, 3):
+        assert out.stats["selected_fraction"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_theory_consistent_fast_sign(version):
+    base, x = make_mlp(), inputs_for("mlp")
+    ref_net, lib_net = copy.deepcopy(base), copy.deepcopy(base)
+    ref_loss, _ = reference(ref_net, x, Y, version=version, eta=0.5, threshold=1.0,
+                            rescale=False, fast_sign=1, xbar=None)
+    ref_loss.backward()
+    out, lib_grads = run_library(lib_net, x, version=version, eta=0.5, threshold=1.0,
+                                 rescale=False, fast_sign=1)
+    torch.testing.assert_close(out.loss.detach(), ref_loss.detach(), rtol=1e-6, atol=1e-10)
+    for g_lib, g_ref in zip(lib_grads, grads(ref_net), strict=True):
+        torch.testing.assert_close(g_lib, g_ref, rtol=1e-6, atol=1e-10)
+
+
+def test_version1_derivative_equals_central_finite_difference():
+    net, x = make_mlp(), inputs_for("mlp")
+    xbar = randn(4, seed=9)
+    out, _ = run_library(net, x, xbar=xbar, version=1, eta=0.1)
+    onehot = torch.eye(K, dtype=torch.float64)[Y]
+    step = 1e-5
+    with torch.no_grad():
+        d = xbar - x
+        fd = (net(x + step * d) - net(x - step * d)) / (2 * step)
+        r = torch.softmax(net(x), 1) - onehot
+    for i in range(6):
+        assert abs(float(out.scores[i].detach()) - float(r[i] @ fd[i])) < 1e-8
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("model_kind", ["mlp", "cnn", "cnn_bn_eval"])
+@pytest.mark.parametrize("clean_pass", ["separate", "fused"])
+def test_vjp_and_jvp_agree_without_sample_interaction(version, model_kind, clean_pass):
+    base = {"mlp": make_mlp, "cnn": lambda: make_cnn(batchnorm=False),
+            "cnn_bn_eval": lambda: make_cnn(batchnorm=True).eval()}[model_kind]()
+    x = inputs_for("mlp" if model_kind == "mlp" else "cnn")
+    xbar = randn(*x.shape[1:], seed=9) * 0.3
+    results = {}
+    for derivative in ("vjp", "jvp"):
+        results[derivative] = run_library(copy.deepcopy(base), x, xbar=xbar, version=version,
+                                          eta=0.5, threshold=0.0, derivative=derivative,
+                                          clean_pass=clean_pass)
+    (out_v, g_v), (out_j, g_j) = results["vjp"], results["jvp"]
+    torch.testing.assert_close(out_j.scores.detach(), out_v.scores.detach(), rtol=1e-6,
+                               atol=1e-10)
+    torch.testing.assert_close(out_j.loss.detach(), out_v.loss.detach(), rtol=1e-6, atol=1e-10)
+    for a, b in zip(g_j, g_v, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-10)
+
+
+def test_vjp_and_jvp_with_train_batchnorm_differ_per_sample_but_not_in_sum():
+    base, x = make_cnn(batchnorm=True), inputs_for("cnn")
+    xbar = randn(*x.shape[1:], seed=9) * 0.3
+    out_v, _ = run_library(copy.deepcopy(base), x, xbar=xbar, version=2, derivative="vjp")
+    out_j, _ = run_library(copy.deepcopy(base), x, xbar=xbar, version=2, derivative="jvp")
+    assert not torch.allclose(out_v.scores, out_j.scores, rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(out_v.scores.sum().detach(), out_j.scores.sum().detach())
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("mixing", ["mixup", "manifold"])
+def test_fused_equals_separate_without_batchnorm(version, mixing):
+    base = make_cnn(batchnorm=False)
+    x = inputs_for("cnn")
+    results = []
+    for clean_pass in ("separate", "fused"):
+        net = copy.deepcopy(base)
+        mix = (mixupe.Mixup(alpha=ALPHA, num_classes=K) if mixing == "mixup" else
+               mixupe.ManifoldMixup(alpha=ALPHA, layers=["2"], num_classes=K))
+        obj = mixupe.MixupE(mixing=mix, version=version, eta=0.5, clean_pass=clean_pass,
+                            threshold=0.5)
+        obj.set_data_mean(randn(*x.shape[1:], seed=9))
+        out = obj(net, x, Y, lam=LAM, perm=PERM)
+        out.loss.backward()
+        results.append((out, grads(net)))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(a.loss.detach(), b.loss.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(a.logits.detach(), b.logits.detach(), rtol=1e-10, atol=1e-12)
+    for u, v in zip(ga, gb, strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("fast_sign", [-1, 1])
+def test_bias_free_relu_version1_and_version3_coincide_up_to_sign(fast_sign):
+    net = make_mlp(bias=False)
+    x = inputs_for("mlp")
+    x = x - x.mean(0)  # centred data, x_bar = 0
+    outs = {}
+    for version in (1, 3):
+        obj = mixupe.MixupE(mixing=mixupe.Mixup(alpha=ALPHA, num_classes=K), version=version,
+                            eta=0.5, threshold=0.0, rescale=False, fast_sign=fast_sign)
+        obj.set_data_mean(torch.zeros(1, 4, dtype=torch.float64))
+        outs[version] = obj(copy.deepcopy(net), x, Y, lam=LAM, perm=PERM)
+    s1, s3 = outs[1].scores.detach(), outs[3].scores.detach()
+    torch.testing.assert_close(s1, s3, rtol=1e-9, atol=1e-12)
+    assert 0 < outs[1].stats["selected_fraction"] < 1
+    assert outs[1].stats["selected_fraction"] == outs[3].stats["selected_fraction"]
+    r1, r3 = outs[1].stats["regulariser"], outs[3].stats["regulariser"]
+    assert abs(r1) > 1e-6
+    if fast_sign == -1:
+        assert r1 == pytest.approx(-r3, rel=1e-9)
+    else:
+        assert r1 == pytest.approx(r3, rel=1e-9)
+
+
+class Chain(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 6), nn.Tanh())
+        self.head = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, K))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+@pytest.mark.parametrize("derivative", ["vjp", "jvp"])
+def test_manifold_version1_differentiates_at_the_layer_towards_its_running_mean(derivative):
+    base, x = seeded(Chain()), inputs_for("mlp")
+    lib_net, ref_net = copy.deepcopy(base), copy.deepcopy(base)
+    obj = mixupe.MixupE(mixing=mixupe.ManifoldMixup(alpha=ALPHA, layers=["body"], num_classes=K),
+                        version=1, eta=0.5, threshold=None, rescale=True, derivative=derivative,
+                        mean_decay=0.9)
+    out = obj(lib_net, x, Y, lam=LAM, perm=PERM)
+    out.loss.backward()
+    # reference by hand: mix at body's output, derivative of head w.r.t. h along mean(h) - h
+    h = ref_net.body(x)
+    h_mix = torch.stack([LAM * h[i] + (1 - LAM) * h[int(PERM[i])] for i in range(6)])
+    f_mix = ref_net.head(h_mix)
+    l_mix = sum(LAM * ce(f_mix[i], int(Y[i])) + (1 - LAM) * ce(f_mix[i], int(Y[int(PERM[i])]))
+                for i in range(6)) / 6
+    onehot = torch.eye(K, dtype=torch.float64)[Y]
+    hbar = h.detach().mean(0)
+    scores = []
+    for i in range(6):
+        hi = h[i : i + 1]
+        r = (torch.softmax(ref_net.head(hi)[0], 0) - onehot[i]).detach()
+        jac = torch.autograd.functional.jacobian(lambda z: ref_net.head(z)[0], hi,
+                                                 create_graph=True)[:, 0, :]
+        scores.append(r @ (jac @ (hbar - h[i].detach())))
+    c = ALPHA / (2 * ALPHA + 1)
+    loss = l_mix + 0.5 * c * sum(scores) / 6
+    loss = (abs(float(l_mix.detach())) / abs(float(loss.detach()))) * loss
+    loss.backward()
+    torch.testing.assert_close(out.scores.detach(), torch.stack(scores).detach(), rtol=1e-6,
+                               atol=1e-10)
+    torch.testing.assert_close(out.loss.detach(), loss.detach(), rtol=1e-6, atol=1e-10)
+    for a, b in zip(grads(lib_net), grads(ref_net), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-10)
+    # the running mean: started at the first batch's mean, then an EMA with decay 0.9
+    x2 = randn(6, 4, seed=5)
+    obj(lib_net, x2, Y, lam=LAM, perm=PERM)
+    with torch.no_grad():
+        expected = 0.9 * hbar + 0.1 * lib_net.body(x2).mean(0)
+    torch.testing.assert_close(obj.layer_means["body"], expected)
+
+
+def test_data_mean_fit_and_set():
+    obj = mixupe.MixupE(version=1, num_classes=K)
+    data = randn(23, 2, 3, seed=4)
+    batches = [(data[i : i + 5], Y[:1]) for i in range(0, 23, 5)]
+    mean = obj.fit_data_mean(iter(batches))
+    ref = torch.tensor(data.numpy().mean(axis=0))
+    torch.testing.assert_close(mean, ref, rtol=0, atol=1e-14)
+    assert obj.data_mean.dtype == torch.float64
+    obj.set_data_mean(torch.ones(1, 2, 3))  # leading 1 accepted
+    out = obj(nn.Sequential(nn.Flatten(), nn.Linear(6, K)).double(), data[:6], Y)
+    assert torch.isfinite(out.loss)
+    state = obj.state_dict()
+    other = mixupe.MixupE(version=1, num_classes=K)
+    other.load_state_dict(state)
+    assert torch.equal(other.data_mean, obj.data_mean)
+
+
+def test_mixupe_with_cutmix_has_cutmix_as_its_mixup_loss():
+    net, x = make_cnn(batchnorm=False), inputs_for("cnn")
+    cut_alone = mixupe.CutMix(alpha=ALPHA, num_classes=K, seed=4)(copy.deepcopy(net), x, Y)
+    obj = mixupe.MixupE(mixing=mixupe.CutMix(alpha=ALPHA, num_classes=K, seed=4), version=3)
+    out = obj(copy.deepcopy(net), x, Y)
+    assert out.stats["mixup_loss"] == pytest.approx(float(cut_alone.loss.detach()), rel=1e-12)
+    assert torch.equal(out.mask, cut_alone.mask)
+
+
+def test_stats_describe_the_regulariser():
+    net, x = make_mlp(), inputs_for("mlp")
+    out, _ = run_library(net, x, version=3, eta=0.5, threshold=0.5, rescale=True)
+    s = out.stats
+    c = ALPHA / (2 * ALPHA + 1)
+    scores = out.scores.detach()
+    sel = (scores < 0.5).double()
+    assert s["regulariser"] == pytest.approx(float(-0.5 * c * (sel * scores).sum() / 6))
+    assert s["regulariser_ratio"] == pytest.approx(abs(s["regulariser"]) / abs(s["mixup_loss"]))
+    assert s["selected_fraction"] == pytest.approx(float(sel.mean()))
+    # rescaled loss has the size of the Mixup loss
+    assert abs(s["loss"]) == pytest.approx(abs(s["mixup_loss"]), rel=1e-12)
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_batch_of_one_and_odd_batches(version):
+    net, x = make_mlp(), inputs_for("mlp")
+    obj = mixupe.MixupE(version=version, num_classes=K, eta=0.5)
+    obj.set_data_mean(torch.zeros(4))
+    for b in (1, 5):
+        out = obj(net, x[:b], Y[:b])
+        out.loss.backward()
+        assert torch.isfinite(out.loss)
