@@ -225,8 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     data_sub.add_parser("list", help="list the dataset names",
                         description="List every dataset name with its domain.")
-    for action, text in (("describe", "load a dataset and print its splits, classes and source"),
-                         ("prepare", "load a dataset once so its caches are built")):
+    for action, text in (("describe", "print a dataset's domain, classes, size, source and "
+                                      "loader options (--load: also its split sizes)"),
+                         ("prepare", "build a dataset's cache (superpixels) and load it once, "
+                                     "so later runs start at once and missing files show now")):
         p = data_sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".",
                                 formatter_class=_Formatter)
         p.add_argument("name", metavar="NAME", help="dataset name (see `mixupe data list`)")
@@ -235,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
         p.add_argument("--option", dest="options", action="append", type=_key_value, default=[],
                        metavar="KEY=VALUE", help="loader option (repeatable), e.g. subset=5000")
+        if action == "describe":
+            p.add_argument("--load", action="store_true",
+                           help="load the data and print the split sizes")
     return parser
 
 
@@ -359,25 +364,37 @@ def _cmd_data(args: argparse.Namespace) -> int:
     import mixupe.data as data
 
     if args.data_command == "list":
-        for name in data.names():
-            _out(name)
+        rows = [data.describe(name) for name in data.names()]
+        _out(f"{'name':27s} {'domain':9s} {'classes':>7s}  {'size':28s} offline here")
+        for r in rows:
+            classes = "any" if r["num_classes"] is None else str(r["num_classes"])
+            _out(f"{r['name']:27s} {r['domain']:9s} {classes:>7s}  {r['size']:28s} "
+                 f"{'yes' if r['packaged'] else 'no (root=)'}")
         return EXIT_OK
-    if args.name not in data.names():
-        raise CliError(f"dataset {args.name!r} is unknown; choose one of {data.names()}")
-    ds = data.load(args.name, root=args.root, seed=args.seed, **dict(args.options))
+    info = data.describe(args.name)  # ConfigError naming the choices for an unknown name
+    options = dict(args.options)
     if args.data_command == "prepare":
-        _out(f"{ds.name} ready ({len(ds.train)} train, {len(ds.val)} val, {len(ds.test)} test) "
-             f"from {ds.source}")
+        cache = data.prepare(args.name, root=args.root, **options)
+        if cache is not None:
+            _out(f"cache: {cache}")
+            options = {k: v for k, v in options.items() if k != "cache_dir"}
+    if args.data_command == "describe" and not args.load:
+        _out("\n".join(f"{key + ':':13s} {value}" for key, value in info.items()))
+        _out("(pass --load to load it and show the split sizes)")
         return EXIT_OK
+    ds = data.load(args.name, root=args.root, seed=args.seed, **options)
     lines = [
-        f"name:         {ds.name}",
-        f"domain:       {ds.domain}",
-        f"classes:      {ds.num_classes}",
-        f"input shape:  {tuple(ds.input_shape)}",
+        f"name:          {ds.name}",
+        f"domain:        {ds.domain}",
+        f"classes:       {ds.num_classes}",
+        f"input shape:   {tuple(ds.input_shape)}",
         f"train/val/test: {len(ds.train)} / {len(ds.val)} / {len(ds.test)}",
-        f"source:       {ds.source}",
+        f"source:        {ds.source}",
+        f"options:       {info.get('options')}",
     ]
     _out("\n".join(lines))
+    if args.data_command == "prepare":
+        _out(f"{ds.name} is ready")
     return EXIT_OK
 
 
@@ -405,6 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (DataUnavailableError, MixupeError) as exc:
         _err(f"mixupe {args.command}: error: {exc}")
+        return EXIT_OTHER
+    except BrokenPipeError:  # e.g. `mixupe bench full --dry-run | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OTHER
     except KeyboardInterrupt:
         _err(f"mixupe {args.command}: interrupted; rerun the same command to continue")

@@ -1,0 +1,202 @@
+"""Suite parsing, expansion (merge order, grids, seeds), validation errors and the manifest."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from mixupe.bench.suites import (
+    builtin_suites,
+    effective_selection_seeds,
+    expand,
+    load_suite,
+    manifest,
+    parse_suite,
+    read_manifests,
+    write_manifest,
+)
+from mixupe.engine.config import TrainConfig
+from mixupe.errors import ConfigError, CorruptDataError
+
+
+def base_suite(**changes):
+    suite = {
+        "name": "t",
+        "seeds": [3, 5],
+        "defaults": {"epochs": 4, "lr": 0.5, "batch_size": 32},
+        "datasets": [{"name": "digits", "model": "mlp", "lr": 0.2},
+                     {"name": "satimage", "label": "sat", "model": "mlp"}],
+        "arms": [
+            {"label": "ERM", "method": "erm"},
+            {"label": "Mixup", "method": "mixup", "lr": 0.3, "grid": {"alpha": [0.5, 2.0]}},
+            {"label": "E", "method": "mixupe", "grid": {"eta": [0.1, 1.0], "version": [3, 4]}},
+        ],
+    }
+    suite.update(changes)
+    return suite
+
+
+def test_expansion_is_the_full_product_with_the_documented_merge_order():
+    suite = parse_suite(base_suite())
+    plans = expand(suite)
+    assert [(p.dataset, p.arm) for p in plans] == list(
+        itertools.product(["digits", "sat"], ["ERM", "Mixup", "E"]))
+    sizes = {p.arm: len(p.points) for p in plans}
+    assert sizes == {"ERM": 1, "Mixup": 2, "E": 4}
+    for plan in plans:
+        for point in plan.points:
+            assert sorted(point.configs) == [3, 5]
+            for seed, cfg in point.configs.items():
+                assert cfg.seed == seed
+                assert cfg.epochs == 4 and cfg.batch_size == 32  # [defaults]
+                # lr: defaults 0.5 < dataset 0.2 (digits) < arm 0.3 (Mixup)
+                expected_lr = 0.3 if plan.arm == "Mixup" else (0.2 if plan.dataset == "digits"
+                                                               else 0.5)
+                assert cfg.lr == expected_lr
+                assert cfg.dataset == ("digits" if plan.dataset == "digits" else "satimage")
+                for key, value in point.params.items():
+                    assert getattr(cfg, key) == value
+    e_points = next(p for p in plans if p.arm == "E").points
+    assert [dict(p.params) for p in e_points] == [
+        {"eta": 0.1, "version": 3}, {"eta": 0.1, "version": 4},
+        {"eta": 1.0, "version": 3}, {"eta": 1.0, "version": 4}]
+    names = [cfg.run_name() for p in plans for pt in p.points for cfg in pt.configs.values()]
+    assert len(names) == len(set(names)) == 2 * 2 * (1 + 2 + 4)
+
+
+def test_overrides_win_and_replace_grid_entries_and_seeds_can_be_replaced():
+    suite = parse_suite(base_suite())
+    plans = expand(suite, overrides={"epochs": 1, "alpha": 0.7}, seeds=[9])
+    mixup = next(p for p in plans if p.arm == "Mixup")
+    assert len(mixup.points) == 1 and dict(mixup.points[0].params) == {}
+    cfg = mixup.points[0].configs[9]
+    assert (cfg.epochs, cfg.alpha, cfg.seed) == (1, 0.7, 9)
+
+
+def test_configs_are_normalized_so_equal_runs_share_a_name():
+    suite = parse_suite(base_suite())
+    erm = expand(suite)[0].points[0].configs[3]
+    assert erm == TrainConfig(dataset="digits", model="mlp", lr=0.2, epochs=4, batch_size=32,
+                              seed=3).normalized()
+
+
+def test_grid_over_an_option_without_effect_is_rejected():
+    bad = base_suite(arms=[{"label": "Mixup", "method": "mixup", "grid": {"eta": [0.1, 1.0]}}])
+    with pytest.raises(ConfigError, match=r"arm 'Mixup'.*give the same run.*remove it"):
+        expand(parse_suite(bad))
+
+
+def test_selection_seeds_default_to_all_and_follow_a_seed_override():
+    suite = parse_suite(base_suite())
+    assert suite.selection_seeds == (3, 5)
+    suite = parse_suite(base_suite(seeds=[0, 1, 2], selection_seeds=[1]))
+    assert effective_selection_seeds(suite) == (1,)
+    assert effective_selection_seeds(suite, [1, 2]) == (1,)
+    assert effective_selection_seeds(suite, [0, 2]) == (0, 2)  # seed 1 not run: all select
+
+
+def test_baseline_defaults_to_the_first_mixup_arm():
+    assert parse_suite(base_suite()).baseline == "Mixup"
+    assert parse_suite(base_suite(baseline="ERM")).baseline == "ERM"
+
+
+@pytest.mark.parametrize(
+    ("changes", "pattern"),
+    [
+        ({"colour": 1}, r"unknown top-level key\(s\) \['colour'\]"),
+        ({"defaults": {"epoch": 3}}, r"\[defaults\] sets unknown option\(s\) \['epoch'\]"),
+        ({"defaults": {"seed": 3}}, r"sets 'seed'; list seeds in the suite's top-level"),
+        ({"seeds": []}, r"seeds = \[\] must be a non-empty list of integers"),
+        ({"seeds": [1, 1]}, r"repeats a seed"),
+        ({"seeds": [0, 1], "selection_seeds": [2]}, r"selection_seeds \[2\] must be a subset"),
+        ({"datasets": []}, r"lists no datasets; add at least one \[\[datasets\]\]"),
+        ({"datasets": [{"model": "mlp"}]}, r"datasets entry 0 has no 'name'"),
+        ({"arms": []}, r"lists no arms"),
+        ({"arms": [{"method": "erm"}]}, r"arms entry 0 has no label"),
+        ({"arms": [{"label": "A", "method": "erm"}, {"label": "A", "method": "mixup"}]},
+         r"arm label\(s\) \['A'\] used twice"),
+        ({"arms": [{"label": "A", "grid": {"alpha": 1.0}}]}, r"grid alpha = 1.0 must be a non-empty"),
+        ({"baseline": "Nope"}, r"baseline = 'Nope' is not an arm label"),
+        ({"name": "a/b"}, r"name = 'a/b' must be a non-empty string without '/'"),
+    ],
+)
+def test_bad_suites_raise_config_errors_naming_the_problem(changes, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        parse_suite(base_suite(**changes))
+
+
+def test_invalid_train_config_value_names_the_cell():
+    bad = base_suite(arms=[{"label": "Bad", "method": "mixup", "grid": {"alpha": [1.0, -1.0]}}])
+    with pytest.raises(ConfigError, match=r"dataset 'digits', arm 'Bad', grid point "
+                                          r"\{'alpha': -1.0\}: alpha=-1.0"):
+        expand(parse_suite(bad))
+
+
+def test_unknown_suite_and_bad_toml(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"'nosuch' is neither a built-in suite.*\['full', "):
+        load_suite("nosuch")
+    path = tmp_path / "broken.toml"
+    path.write_text("name = \n")
+    with pytest.raises(ConfigError, match=r"broken.toml is not valid TOML.*fix the syntax"):
+        load_suite(path)
+
+
+def test_suite_file_name_is_the_default_suite_name(tmp_path: Path):
+    path = tmp_path / "mine.toml"
+    path.write_text('seeds = [0]\n[[datasets]]\nname = "digits"\n[[arms]]\nlabel = "ERM"\n')
+    suite = load_suite(path)
+    assert suite.name == "mine"
+    assert [p.arm for p in expand(suite)] == ["ERM"]
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "full"])
+def test_builtin_suites_expand_and_validate(name):
+    assert name in builtin_suites()
+    suite = load_suite(name)
+    plans = expand(suite)
+    assert plans and all(p.points for p in plans)
+    arms = {a.label for a in suite.arms}
+    assert suite.baseline in arms
+    if name == "full":
+        assert {d.settings["dataset"] for d in suite.datasets} == {
+            "fashion-mnist", "letter", "satimage", "fsdd", "solubility",
+            "fashion-mnist-superpixels"}
+        assert len(suite.seeds) == 5
+        etas = {pt.params.get("eta") for p in plans if p.arm.startswith("MixupE")
+                for pt in p.points}
+        assert etas == {1e-3, 1e-2, 1e-1, 1.0}
+        versions = {(c.version, c.fast_sign) for p in plans for pt in p.points
+                    for c in pt.configs.values() if c.method == "mixupe"}
+        assert versions == {(1, -1), (3, -1), (3, 1), (4, -1)}  # v1: sign reset by normalized
+    if name == "quick":
+        import mixupe.data
+
+        domains = {mixupe.data.describe(d.settings["dataset"])["domain"] for d in suite.datasets}
+        assert domains == {"images", "tabular", "speech", "graphs"}
+        assert {c.method for p in plans for pt in p.points for c in pt.configs.values()} == {
+            "erm", "mixup", "mixupe"}
+        assert suite.seeds == (0, 1, 2)
+
+
+def test_manifest_round_trip_maps_every_run(tmp_path: Path):
+    suite = parse_suite(base_suite(selection_seeds=[5]))
+    plans = expand(suite)
+    record = manifest(suite, plans)
+    path = write_manifest(tmp_path, record)
+    assert path == tmp_path / "_suites" / "t.json"
+    (back,) = read_manifests(tmp_path)
+    assert back == json.loads(json.dumps(record))
+    assert back["selection_seeds"] == [5] and back["baseline"] == "Mixup"
+    names = {n for c in back["cells"] for p in c["points"] for n in p["runs"].values()}
+    expected = {cfg.run_name() for p in plans for pt in p.points for cfg in pt.configs.values()}
+    assert names == expected
+
+
+def test_corrupt_manifest_is_reported(tmp_path: Path):
+    (tmp_path / "_suites").mkdir()
+    (tmp_path / "_suites" / "x.json").write_text("{not json")
+    with pytest.raises(CorruptDataError, match=r"x.json is not valid JSON.*rerun `mixupe bench`"):
+        read_manifests(tmp_path)
