@@ -529,8 +529,8 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
         _on_main(ctx, lambda: run.write_config(_environment(ctx, parts.amp_dtype)))
     if (cfg.method == "mixupe" and cfg.version in (1, 2) and parts.ds.domain != "graphs"
             and getattr(parts.objective, "data_mean", None) is None):
-        # With an explicit leading 1: set_data_mean drops a leading 1, which would otherwise
-        # eat the channel axis of single-channel images.
+        # With an explicit leading 1, so a one-channel image mean (1, H, W) is never mistaken
+        # for a batched mean.
         parts.objective.set_data_mean(fit_data_mean(parts.ds.train, ctx=ctx).unsqueeze(0))
 
     stop = min(cfg.epochs, max_epochs or cfg.epochs)

@@ -1,0 +1,305 @@
+"""The training loop end to end on the real `digits` data, `mlp` model and objectives."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import mixupe.data
+import mixupe.models
+from mixupe.engine import TrainConfig, evaluate, train
+from mixupe.engine import trainer as trainer_module
+from mixupe.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from mixupe.engine.distributed import setup
+from mixupe.engine.metrics import accuracy, brier, ece, fgsm_accuracy, nll
+from mixupe.engine.trainer import fit_data_mean
+from mixupe.errors import ConfigError, CorruptDataError, NonFiniteLossError
+
+SMALL = {"hidden": (32,)}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    # Tiny models on a shared 2-core machine: extra intra-op threads only contend.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cfg(**kw: Any) -> TrainConfig:
+    base: dict[str, Any] = {"dataset": "digits", "model": "mlp", "epochs": 2, "lr": 0.05,
+                            "batch_size": 128, "model_options": SMALL}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _records(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    out = [json.loads(line) for line in lines]
+    for r in out:
+        r.pop("time_s")
+    return out
+
+
+def _params(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoint.pt")["model"]
+
+
+def _assert_same_params(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"method": "mixupe", "version": 3, "eta": 0.5,
+         "model_options": {"hidden": (32,), "dropout": 0.2, "batch_norm": True}},
+        {"method": "mixupe", "version": 1, "eta": 0.5, "warmup_epochs": 1},
+        {"method": "manifold", "optimizer": "adamw", "lr": 1e-3},
+    ],
+    ids=["mixupe-v3-dropout-bn", "mixupe-v1-warmup", "manifold-adamw"],
+)
+def test_resume_equals_straight_run(tmp_path: Path, options: dict[str, Any]) -> None:
+    cfg = _cfg(**options)
+    straight = train(cfg, runs_root=tmp_path / "a", progress=False)
+    assert straight.complete
+    first = train(cfg, runs_root=tmp_path / "b", progress=False, max_epochs=1)
+    assert not first.complete and first.final["epoch"] == 1
+    assert not (first.run_dir / "result.json").exists()
+    resumed = train(cfg, runs_root=tmp_path / "b", progress=False, resume=True)
+    assert resumed.complete
+    _assert_same_params(_params(straight.run_dir), _params(resumed.run_dir))
+    assert _records(straight.run_dir) == _records(resumed.run_dir)
+    a = load_checkpoint(straight.run_dir / "checkpoint.pt")
+    b = load_checkpoint(resumed.run_dir / "checkpoint.pt")
+    assert a["global_step"] == b["global_step"]
+    assert torch.equal(a["rank_states"][0]["mix_generator"], b["rank_states"][0]["mix_generator"])
+
+
+def test_cpu_run_is_repeatable_and_seed_matters(tmp_path: Path) -> None:
+    cfg = _cfg(method="mixup", epochs=1)
+    one = train(cfg, runs_root=tmp_path / "one", progress=False)
+    two = train(cfg, runs_root=tmp_path / "two", progress=False)
+    _assert_same_params(_params(one.run_dir), _params(two.run_dir))
+    assert _records(one.run_dir) == _records(two.run_dir)
+    other = train(_cfg(method="mixup", epochs=1, seed=1), runs_root=tmp_path / "one",
+                  progress=False)
+    assert other.run_dir != one.run_dir
+    assert not torch.equal(_params(one.run_dir)["head.weight"],
+                           _params(other.run_dir)["head.weight"])
+
+
+def test_run_directory_contents(tmp_path: Path) -> None:
+    cfg = _cfg(method="mixupe", version=2, eta=0.2)
+    result = train(cfg, runs_root=tmp_path, progress=False)
+    assert result.run_dir == tmp_path / cfg.run_name()
+    stored = json.loads((result.run_dir / "config.json").read_text())
+    assert TrainConfig.from_dict(stored["config"]) == cfg
+    env = stored["environment"]
+    assert env["torch"] == torch.__version__ and env["world_size"] == 1
+    assert env["device"] == "cpu" and env["host"]
+    records = [json.loads(line) for line in
+               (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for r in records:
+        assert set(r) == {"epoch", "lr", "time_s", "train", "val", "test"}
+        assert set(r["train"]) == {"loss", "mixup_loss", "reg", "reg_ratio", "selected_frac"}
+        for split in ("val", "test"):
+            assert set(r[split]) == {"acc", "nll", "brier", "ece", "fgsm_acc"}
+        assert r["train"]["selected_frac"] == 1.0  # version 2 uses every sample
+        assert r["train"]["reg_ratio"] > 0
+    res = json.loads((result.run_dir / "result.json").read_text())
+    n_train = len(mixupe.data.load("digits").train)
+    assert res["failed"] is False
+    assert res["train_steps"] == 2 * math.ceil(n_train / 128)
+    assert res["test"] == records[-1]["test"] and res["val"] == records[-1]["val"]
+    assert result.final["test"] == res["test"]
+    assert not list(result.run_dir.glob("*.tmp"))
+
+
+def test_mixupe_selection_statistics(tmp_path: Path) -> None:
+    # tau below every score: nothing is selected, so the regulariser is exactly zero
+    none = train(_cfg(method="mixupe", version=3, threshold=-1e9, epochs=1),
+                 runs_root=tmp_path, progress=False)
+    assert none.final["train"]["selected_frac"] == 0.0
+    assert none.final["train"]["reg"] == 0.0
+    # tau above every score: everything is selected
+    every = train(_cfg(method="mixupe", version=3, threshold=1e9, epochs=1),
+                  runs_root=tmp_path, progress=False)
+    assert every.final["train"]["selected_frac"] == 1.0
+    assert every.final["train"]["reg"] != 0.0
+    erm = train(_cfg(epochs=1), runs_root=tmp_path, progress=False)
+    assert erm.final["train"]["selected_frac"] is None
+    assert erm.final["train"]["loss"] == erm.final["train"]["mixup_loss"]
+
+
+def test_recorded_metrics_are_clean_evaluations_of_the_model(tmp_path: Path) -> None:
+    result = train(_cfg(method="mixup", epochs=1, fgsm_eps=0.1), runs_root=tmp_path,
+                   progress=False)
+    ds = mixupe.data.load("digits")
+    model = mixupe.models.build("mlp", input_shape=ds.input_shape, num_classes=10, **SMALL)
+    model.load_state_dict(_params(result.run_dir))
+    model.eval()
+    for split in ("val", "test"):
+        x, y = getattr(ds, split).x, getattr(ds, split).y
+        with torch.no_grad():
+            logits = model(x)
+        got = result.final[split]
+        assert got["acc"] == pytest.approx(accuracy(logits, y), abs=1e-12)
+        assert got["nll"] == pytest.approx(nll(logits, y), rel=1e-6)
+        assert got["brier"] == pytest.approx(brier(logits, y), rel=1e-6)
+        assert got["ece"] == pytest.approx(ece(logits, y, 15), abs=1e-6)
+        assert got["fgsm_acc"] == pytest.approx(fgsm_accuracy(model, x, y, 0.1), abs=1e-12)
+        assert got["fgsm_acc"] <= got["acc"]
+
+
+def test_evaluate_restores_training_mode_and_batches_do_not_matter() -> None:
+    ds = mixupe.data.load("digits")
+    model = mixupe.models.build("mlp", input_shape=ds.input_shape, num_classes=10,
+                                hidden=(16,), batch_norm=True)
+    model.train()
+    small = evaluate(model, ds.val, batch_size=7, fgsm_eps=0.05)
+    assert model.training
+    whole = evaluate(model, ds.val, batch_size=1000, fgsm_eps=0.05)
+    for key in small:
+        assert small[key] == pytest.approx(whole[key], abs=1e-9), key
+
+
+def test_fit_data_mean_is_the_training_mean() -> None:
+    ds = mixupe.data.load("digits")
+    mean = fit_data_mean(ds.train, ctx=setup("cpu"), batch_size=100)
+    assert torch.allclose(mean, ds.train.x.double().mean(0), atol=1e-12)
+
+
+def _poison_after(monkeypatch: pytest.MonkeyPatch, calls_before_nan: int) -> None:
+    real = trainer_module.build_objective
+
+    def build(cfg: TrainConfig, **kw: Any) -> Any:
+        objective = real(cfg, **kw)
+        count = [0]
+
+        def call(model: torch.nn.Module, x: Any, y: torch.Tensor) -> Any:
+            out = objective(model, x, y)
+            count[0] += 1
+            if count[0] > calls_before_nan:
+                out.loss = out.loss * float("nan")
+            return out
+
+        return call
+
+    monkeypatch.setattr(trainer_module, "build_objective", build)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _cfg(method="mixup", epochs=3)
+    good = train(cfg, runs_root=tmp_path / "good", progress=False, max_epochs=1)
+    steps = math.ceil(len(mixupe.data.load("digits").train) / 128)
+    _poison_after(monkeypatch, steps + 3)  # the loss turns NaN inside epoch 2
+    with pytest.raises(NonFiniteLossError, match=r"non-finite \(nan\) in epoch 2.*lower lr"):
+        train(cfg, runs_root=tmp_path / "bad", progress=False)
+    run_dir = tmp_path / "bad" / cfg.run_name()
+    failed = json.loads((run_dir / "failed.json").read_text())
+    assert failed["failed"] is True and failed["epoch"] == 2 and failed["last_good_epoch"] == 1
+    assert not (run_dir / "result.json").exists()
+    assert [r["epoch"] for r in _records(run_dir)] == [1]
+    assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1
+    _assert_same_params(_params(good.run_dir), _params(run_dir))
+
+
+def test_non_finite_in_first_epoch_leaves_no_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_after(monkeypatch, 0)
+    cfg = _cfg(epochs=1)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1"):
+        train(cfg, runs_root=tmp_path, progress=False)
+    run_dir = tmp_path / cfg.run_name()
+    assert (run_dir / "failed.json").exists() and (run_dir / "config.json").exists()
+    assert not (run_dir / "checkpoint.pt").exists()
+
+
+def test_existing_run_directory_needs_an_explicit_flag(tmp_path: Path) -> None:
+    cfg = _cfg(epochs=1)
+    first = train(cfg, runs_root=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"already exists.*--resume.*--overwrite"):
+        train(cfg, runs_root=tmp_path, progress=False)
+    stamp = (first.run_dir / "checkpoint.pt").stat().st_mtime_ns
+    again = train(cfg, runs_root=tmp_path, progress=False, resume=True)
+    assert again.complete and again.final == first.final
+    assert (first.run_dir / "checkpoint.pt").stat().st_mtime_ns == stamp  # nothing retrained
+    (first.run_dir / "marker").write_text("x")
+    train(cfg, runs_root=tmp_path, progress=False, overwrite=True)
+    assert not (first.run_dir / "marker").exists()
+    with pytest.raises(ConfigError, match=r"pass only one of --resume / --overwrite"):
+        train(cfg, runs_root=tmp_path, progress=False, resume=True, overwrite=True)
+
+
+def test_resume_drops_metrics_written_after_the_last_checkpoint(tmp_path: Path) -> None:
+    cfg = _cfg(method="mixup")
+    straight = train(cfg, runs_root=tmp_path / "a", progress=False)
+    part = train(cfg, runs_root=tmp_path / "b", progress=False, max_epochs=1)
+    # a crash between writing epoch 2's metrics line and its checkpoint
+    with open(part.run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 2, "bogus": True}) + "\n")
+    train(cfg, runs_root=tmp_path / "b", progress=False, resume=True)
+    assert _records(straight.run_dir) == _records(part.run_dir)
+
+
+def test_train_argument_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"amp=True needs a CUDA device.*drop --amp"):
+        train(_cfg(amp=True, device="cpu"), runs_root=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"max_epochs=0 must be a positive integer"):
+        train(_cfg(), runs_root=tmp_path, progress=False, max_epochs=0)
+    with pytest.raises(ConfigError, match=r"cfg must be a TrainConfig, got dict"):
+        train({"epochs": 1}, runs_root=tmp_path, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"cutmix cannot mix graphs.*'mixup'"):
+        trainer_module.build_objective(_cfg(method="cutmix", dataset="solubility"),
+                                       model=torch.nn.Linear(2, 2), num_classes=3,
+                                       domain="graphs", generator=torch.Generator())
+
+
+def test_steps_per_epoch_by_hand() -> None:
+    ctx = setup("cpu")
+    steps = trainer_module._steps_per_epoch
+    assert steps(1259, 128, ctx) == 10
+    assert steps(129, 128, ctx) == 1  # a last batch of one sample is skipped (BatchNorm)
+    assert steps(130, 128, ctx) == 2
+    assert steps(1, 128, ctx) == 0
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"epoch": 1})
+
+    def broken(f: Any) -> None:
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match=r"disk full"):
+        atomic_write(path, broken)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CorruptDataError, match=r"cannot be read.*--overwrite"):
+        load_checkpoint(path)
+
+
+def test_graph_run_uses_pooled_mixing(tmp_path: Path) -> None:
+    pytest.importorskip("torch_geometric")
+    cfg = TrainConfig(dataset="solubility", model="gin", method="mixupe", version=1, eta=0.5,
+                      epochs=1, batch_size=128, lr=0.01, data_options={"subset": 256},
+                      model_options={"hidden": 16})
+    result = train(cfg, runs_root=tmp_path, progress=False)
+    assert result.complete
+    assert 0.0 <= result.final["test"]["fgsm_acc"] <= 1.0
+    assert result.final["train"]["reg_ratio"] > 0
