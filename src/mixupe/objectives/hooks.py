@@ -23,6 +23,7 @@ def check_layer_names(model: nn.Module, layers: tuple[str, ...]) -> None:
     """Raise :class:`ConfigError` if any name is neither ``"input"`` nor a submodule of ``model``.
 
     Example:
+        >>> import torch
         >>> check_layer_names(torch.nn.Sequential(torch.nn.Linear(2, 2)), ("input", "0"))
     """
     names = {name for name, _ in model.named_modules() if name}
@@ -45,6 +46,7 @@ def forward_with_transform(
     is transformed. The hook is removed when the call returns or raises.
 
     Example:
+        >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Identity())
         >>> forward_with_transform(net, torch.ones(1), "0", lambda h: 2 * h).tolist()
         [2.0]
