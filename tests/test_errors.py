@@ -235,3 +235,12 @@ def test_errors_are_also_builtin_types():
     assert issubclass(ConfigError, ValueError) and issubclass(InputError, ValueError)
     assert issubclass(NonFiniteLossError, FloatingPointError)
     assert all(issubclass(e, MixupeError) for e in (ConfigError, InputError, NonFiniteLossError))
+
+
+def test_jvp_under_autocast_is_refused():
+    obj = mixupe.MixupE(version=1, derivative="jvp", num_classes=3)
+    obj.set_data_mean(torch.zeros(4))
+    with pytest.raises(ConfigError, match=r"derivative='jvp' cannot run under torch.autocast.*"
+                                          r"derivative='vjp'"), \
+            torch.autocast("cpu", dtype=torch.bfloat16):
+        obj(net(), X, Y)

@@ -347,3 +347,54 @@ def test_batch_of_one_and_odd_batches(version):
         out = obj(net, x[:b], Y[:b])
         out.loss.backward()
         assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("version", [1, 3])
+@pytest.mark.parametrize("clean_pass", ["separate", "fused"])
+def test_autocast_keeps_float32_loss_and_bfloat16_logits(version, clean_pass):
+    net = make_cnn(batchnorm=True).float()
+    x = inputs_for("cnn").float()
+    obj = mixupe.MixupE(mixing=mixupe.ManifoldMixup(alpha=ALPHA, layers=["2"], num_classes=K),
+                        version=version, eta=0.5, clean_pass=clean_pass)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = obj(net, x, Y)
+    out.loss.backward()
+    assert out.logits.dtype == torch.bfloat16 and out.loss.dtype == torch.float32
+    assert torch.isfinite(out.loss) and all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+class FakeGraphBatch:
+    def __init__(self, x: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> None:
+        self.x, self.batch, self.num_graphs = x, batch, num_graphs
+
+
+class GraphNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.node = nn.Linear(4, 6)
+        self.pool = nn.Identity()
+        self.head = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, K))
+
+    def forward(self, data: FakeGraphBatch) -> torch.Tensor:
+        h = torch.tanh(self.node(data.x))
+        pooled = torch.zeros(data.num_graphs, 6, dtype=h.dtype).index_add(0, data.batch, h)
+        return self.head(self.pool(pooled))
+
+
+def test_graph_version1_differentiates_at_the_pooled_embedding():
+    net = seeded(GraphNet())
+    batch = torch.tensor([0, 0, 1, 2, 2, 3, 4, 4, 4, 5])
+    data = FakeGraphBatch(randn(10, 4, seed=3), batch, 6)
+    obj = mixupe.MixupE(mixing=mixupe.ManifoldMixup(alpha=ALPHA, layers=["pool"], num_classes=K),
+                        version=1, eta=0.5, threshold=None, rescale=False)
+    out = obj(net, data, Y, lam=LAM, perm=PERM)
+    with torch.no_grad():
+        pooled = torch.zeros(6, 6, dtype=torch.float64).index_add(
+            0, batch, torch.tanh(net.node(data.x)))
+        r = torch.softmax(net.head(pooled), 1) - torch.eye(K, dtype=torch.float64)[Y]
+        d = pooled.mean(0) - pooled
+        step = 1e-5
+        fd = (net.head(pooled + step * d) - net.head(pooled - step * d)) / (2 * step)
+    expected = (r * fd).sum(1)
+    torch.testing.assert_close(out.scores.detach(), expected, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(obj.layer_means["pool"], pooled.mean(0))

@@ -369,6 +369,12 @@ class MixupE(Objective):
         )
         needs_derivative = self.version in (1, 2)
         use_jvp = needs_derivative and self.derivative == "jvp"
+        if use_jvp and torch.is_autocast_enabled(device.type):
+            raise ConfigError(
+                "derivative='jvp' cannot run under torch.autocast (forward-mode AD does not "
+                "follow autocast's casts in PyTorch): use derivative='vjp' with mixed "
+                "precision, or run this step without autocast."
+            )
         captured: dict[str, Tensor] = {}
 
         def prepare_clean(h: Tensor) -> Tensor:
