@@ -26,6 +26,7 @@ __all__ = [
     "all_gather_objects",
     "all_reduce_sum",
     "broadcast_object",
+    "broadcast_tensor",
     "setup",
     "teardown",
 ]
@@ -128,6 +129,13 @@ def all_reduce_min(value: int, ctx: DistContext) -> int:
     t = torch.tensor([value], dtype=torch.int64, device=_comm_device(ctx))
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return int(t.item())
+
+
+def broadcast_tensor(tensor: torch.Tensor, ctx: DistContext, src: int = 0) -> torch.Tensor:
+    """Overwrite ``tensor`` on every rank with rank ``src``'s values (in place)."""
+    if ctx.distributed:
+        dist.broadcast(tensor, src=src)
+    return tensor
 
 
 def broadcast_object(obj: Any, ctx: DistContext, src: int = 0) -> Any:

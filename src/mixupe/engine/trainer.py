@@ -41,7 +41,15 @@ from mixupe.engine.optim import build_optimizer, build_scheduler
 from mixupe.engine.rundir import RunDir
 from mixupe.errors import ConfigError, InputError, NonFiniteLossError
 
-__all__ = ["RunResult", "build_objective", "derive_seed", "evaluate", "fit_data_mean", "train"]
+__all__ = [
+    "RunResult",
+    "build_objective",
+    "derive_seed",
+    "evaluate",
+    "fit_data_mean",
+    "model_digest",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -350,9 +358,18 @@ def _build(cfg: TrainConfig, ctx: D.DistContext) -> _Parts:
                   steps, amp_dtype)
 
 
+def model_digest(model: nn.Module) -> str:
+    """A SHA-256 of every parameter and buffer's bytes: equal digests mean identical models."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _rank_state(parts: _Parts, ctx: D.DistContext) -> dict[str, Any]:
     state = {"mix_generator": parts.mix_generator.get_state(),
-             "cpu_rng": torch.get_rng_state()}
+             "cpu_rng": torch.get_rng_state(), "model_digest": model_digest(parts.model)}
     objective_state = getattr(parts.objective, "state_dict", None)
     if callable(objective_state):  # MixupE: data mean, representation means, generator
         state["objective"] = objective_state()
@@ -365,6 +382,9 @@ def _save(run: RunDir, parts: _Parts, ctx: D.DistContext, *, epoch: int, step: i
     ranks = D.all_gather_objects(_rank_state(parts, ctx), ctx)
     if not ctx.is_main:
         return
+    if len({r["model_digest"] for r in ranks}) > 1:
+        log.warning("the model differs between ranks after epoch %d (a DDP bug); the "
+                    "checkpoint holds rank 0's model", epoch)
     save_checkpoint(run.checkpoint_path, {
         "format": CHECKPOINT_FORMAT, "epoch": epoch, "global_step": step,
         "world_size": ctx.world_size, "config_hash": run.cfg.config_hash(),
@@ -468,6 +488,18 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
     return record, step
 
 
+def _sync_buffers(model: nn.Module, ctx: D.DistContext) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP broadcasts them at the start of each forward, so after the last step of an epoch the
+    other ranks still hold statistics of their own last batch; evaluation and the checkpoint
+    need one model.
+    """
+    if ctx.distributed:
+        for buf in model.buffers():
+            D.broadcast_tensor(buf, ctx)
+
+
 def _check_finite(total: torch.Tensor, ctx: D.DistContext, *, epoch: int, step: int,
                   reduced: bool = False) -> None:
     if not reduced:
@@ -556,6 +588,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
                         "checkpoint": run.checkpoint_path.name if epoch > 1 else None}
                 _on_main(ctx, lambda info=info: run.write_failed(info))
                 raise
+            _sync_buffers(parts.model, ctx)
             evals = {name: evaluate(parts.model, getattr(parts.ds, name),
                                     batch_size=max(cfg.batch_size, 256), device=ctx.device,
                                     fgsm_eps=cfg.fgsm_eps, ece_bins=cfg.ece_bins, ctx=ctx)
