@@ -176,3 +176,18 @@ def test_resume_with_another_world_size_is_refused(ddp_runs: Path, tmp_path: Pat
     (dst / "result.json").unlink()
     with pytest.raises(ConfigError, match=r"written by 2 process\(es\) but this run has 1"):
         train(cfg, runs_root=tmp_path, progress=False, resume=True)
+
+
+def test_setup_errors_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mixupe.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ConfigError, match=r"WORLD_SIZE='two' is not an integer.*torchrun"):
+        setup("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ConfigError, match=r"device='cuda:1' would put all 2 processes on one"):
+        setup("cuda:1")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    ctx = setup("cpu")
+    assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed) == (0, 1, True, False)

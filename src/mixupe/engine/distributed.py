@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,11 @@ def setup(device: str = "auto") -> DistContext:
         return DistContext(0, 1, 0, resolve_device(device, 0), owns_group=False)
     rank = _env_int("RANK", 0)
     local = _env_int("LOCAL_RANK", rank)
+    if re.fullmatch(r"cuda:\d+", device):
+        raise ConfigError(
+            f"device={device!r} would put all {world} processes on one GPU; under torchrun use "
+            "device='cuda' or 'auto' (each process takes cuda:LOCAL_RANK)"
+        )
     dev = resolve_device(device, local)
     if not dist.is_available():
         raise ConfigError(

@@ -92,7 +92,7 @@ def build_model(cfg: TrainConfig, ds: Any) -> nn.Module:
 
     options = dict(cfg.model_options)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(cfg.seed, "model"))
+        torch.default_generator.manual_seed(derive_seed(cfg.seed, "model"))
         if _accepts(models.build, "generator") and "generator" not in options:
             options["generator"] = torch.Generator().manual_seed(derive_seed(cfg.seed, "init"))
         return models.build(cfg.model, input_shape=ds.input_shape,
@@ -328,8 +328,9 @@ def _build(cfg: TrainConfig, ctx: D.DistContext) -> _Parts:
     options = dict(cfg.data_options)
     ds = data.load(cfg.dataset, **options)
     model = build_model(cfg, ds).to(ctx.device)
-    mix_gen = torch.Generator(device=ctx.device)
-    mix_gen.manual_seed(derive_seed(cfg.seed, "mix", ctx.rank))
+    # A CPU generator also on CUDA: the manifold layer index is read on the host, which a
+    # CUDA generator would turn into a device synchronisation every step.
+    mix_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "mix", ctx.rank))
     objective = build_objective(cfg, model=model, num_classes=ds.num_classes,
                                 domain=ds.domain, generator=mix_gen)
     step_module: nn.Module = _ObjectiveStep(model, objective)
@@ -434,8 +435,6 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
     dev = ctx.device
     # loss, mixup loss, reg, reg ratio, selected fraction; then the count of steps with stats
     acc = torch.zeros(6, dtype=torch.float64, device=dev)
-    autocast = (torch.autocast("cuda", dtype=parts.amp_dtype) if parts.amp_dtype
-                else contextlib.nullcontext())
     batches = _batches(parts.ds.train, batch_size=cfg.batch_size, shuffle=True,
                        generator=shuffle, device=dev, ctx=ctx)
     for i in range(parts.steps_per_epoch):
@@ -447,7 +446,8 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
                 f"{parts.steps_per_epoch} steps; the data shards are uneven, report this bug"
             ) from None
         parts.optimizer.zero_grad(set_to_none=True)
-        with autocast:
+        with (torch.autocast("cuda", dtype=parts.amp_dtype) if parts.amp_dtype
+              else contextlib.nullcontext()):
             loss = parts.step_module(x, y)
         if parts.scaler is not None:
             parts.scaler.scale(loss).backward()
@@ -534,7 +534,12 @@ def train(cfg: TrainConfig, *, runs_root: str | Path = "runs", resume: bool = Fa
     try:
         devices = [ctx.device] if ctx.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(derive_seed(cfg.seed, "global", ctx.rank))
+            # The global generators drive only what PyTorch offers no generator for (dropout).
+            seed = derive_seed(cfg.seed, "global", ctx.rank)
+            torch.default_generator.manual_seed(seed)
+            if devices:
+                with torch.cuda.device(ctx.device):
+                    torch.cuda.manual_seed(seed)
             return _train(cfg, ctx, runs_root=Path(runs_root), resume=resume,
                           overwrite=overwrite, progress=progress, max_epochs=max_epochs)
     finally:
@@ -597,8 +602,9 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
                       "train": train_stats, **evals}
             _on_main(ctx, lambda record=record: run.append_metrics(record))
             _save(run, parts, ctx, epoch=epoch, step=step)
-            log.info("epoch %d/%d loss %.4f val acc %.4f", epoch, cfg.epochs,
-                     train_stats["loss"], evals["val"]["acc"])
+            if ctx.is_main:
+                log.info("epoch %d/%d loss %.4f val acc %.4f", epoch, cfg.epochs,
+                         train_stats["loss"], evals["val"]["acc"])
             if bar is not None:
                 bar.set_postfix(loss=f"{train_stats['loss']:.3f}",
                                 val_acc=f"{evals['val']['acc']:.3f}")
