@@ -389,12 +389,15 @@ class MixupE(Objective):
             return h_req
 
         with fwAD.dual_level() if use_jvp else contextlib.nullcontext():
-            if fused:
-                both = torch.cat([x, x])
+            if fused and plan.layer == INPUT_LAYER:
+                logits_all = model(torch.cat([plan.mix(x), prepare_clean(x)]))
+                logits_mix, logits_clean = logits_all[:batch_size], logits_all[batch_size:]
+            elif fused:
 
                 def mixed_and_clean(t: Tensor) -> Tensor:
                     return torch.cat([plan.mix(t[:batch_size]), prepare_clean(t[batch_size:])])
 
+                both = torch.cat([x, x])
                 logits_all = forward_with_transform(model, both, plan.layer, mixed_and_clean)
                 logits_mix, logits_clean = logits_all[:batch_size], logits_all[batch_size:]
             else:
