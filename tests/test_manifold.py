@@ -191,3 +191,29 @@ def test_batch_of_one_equals_erm():
     net = seeded(Residual().double())
     out = mixupe.ManifoldMixup(alpha=1.0, layers=["block"], num_classes=3)(net, X[:1], Y[:1])
     assert abs(float(out.loss.detach()) - ce(net(X[:1])[0].detach(), int(Y[0]))) < 1e-12
+
+
+class SharedBlock(nn.Module):
+    """Calls the same submodule twice; only its first call may be mixed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(4, 6)
+        self.shared = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.shared(torch.tanh(self.inp(x))))
+        return self.head(torch.tanh(self.shared(h)))
+
+
+def test_shared_submodule_is_mixed_at_its_first_call_only():
+    net = seeded(SharedBlock().double())
+    out = mixupe.ManifoldMixup(alpha=1.0, layers=["shared"], num_classes=3)(
+        net, X, Y, lam=0.3, perm=PERM
+    )
+    with torch.no_grad():
+        a = net.shared(torch.tanh(net.inp(X)))
+        a = torch.stack([0.3 * a[i] + 0.7 * a[int(PERM[i])] for i in range(5)])
+        logits = net.head(torch.tanh(net.shared(torch.tanh(a))))
+    torch.testing.assert_close(out.logits.detach(), logits)
