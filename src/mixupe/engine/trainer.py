@@ -1,9 +1,10 @@
 """The training loop: build data, model and objective from a config, train, evaluate, checkpoint.
 
->>> from mixupe.engine import TrainConfig, train          # doctest: +SKIP
->>> result = train(TrainConfig(dataset="digits", epochs=2), runs_root="runs")  # doctest: +SKIP
->>> result.final["test"]["acc"]                            # doctest: +SKIP
-0.93...
+>>> import tempfile
+>>> cfg = TrainConfig(dataset="digits", epochs=1, model_options={"hidden": (16,)})
+>>> result = train(cfg, runs_root=tempfile.mkdtemp(), progress=False)
+>>> result.complete, sorted(result.final["test"])
+(True, ['acc', 'brier', 'ece', 'fgsm_acc', 'nll'])
 
 Guarantees:
 - evaluation is on clean data (val and test every epoch, ``model.eval()``, no mixing);
@@ -236,10 +237,11 @@ def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
     The model runs in eval mode (its previous mode is restored). Under DDP pass ``ctx``: each
     rank evaluates its shard and the sums are all-reduced, so every rank gets the same numbers.
 
-    >>> import mixupe.data, mixupe.models                     # doctest: +SKIP
-    >>> ds = mixupe.data.load("digits")                        # doctest: +SKIP
-    >>> m = mixupe.models.build("mlp", input_shape=ds.input_shape, num_classes=10)  # doctest: +SKIP
-    >>> sorted(evaluate(m, ds.val))                            # doctest: +SKIP
+    >>> from mixupe.data import TensorSplit
+    >>> g = torch.Generator().manual_seed(0)
+    >>> split = TensorSplit(torch.randn(20, 4, generator=g), torch.arange(20) % 3)
+    >>> metrics = evaluate(torch.nn.Linear(4, 3), split, fgsm_eps=0.1)
+    >>> sorted(metrics)
     ['acc', 'brier', 'ece', 'fgsm_acc', 'nll']
     """
     ctx = ctx or D.DistContext(0, 1, 0, torch.device(device), owns_group=False)
