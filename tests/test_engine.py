@@ -171,6 +171,7 @@ def test_evaluate_restores_training_mode_and_batches_do_not_matter() -> None:
     whole = evaluate(model, ds.val, batch_size=1000, fgsm_eps=0.05)
     for key in small:
         assert small[key] == pytest.approx(whole[key], abs=1e-9), key
+    assert evaluate(model, ds.val, fgsm_eps=0.0)["fgsm_acc"] == whole["acc"]
 
 
 def test_fit_data_mean_is_the_training_mean() -> None:

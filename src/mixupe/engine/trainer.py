@@ -256,12 +256,15 @@ def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
                 logits = model(x).double()
             logp = logits.log_softmax(dim=1)
             onehot = torch.nn.functional.one_hot(y.long(), logits.shape[1]).double()
+            correct = (logits.argmax(dim=1) == y).sum()
             sums[0] += y.shape[0]
-            sums[1] += (logits.argmax(dim=1) == y).sum()
+            sums[1] += correct
             sums[2] -= logp.gather(1, y.long()[:, None]).sum()
             sums[3] += (logp.exp() - onehot).pow(2).sum()
             bins += calibration_bins(logits, y, ece_bins)
-            if math.isfinite(fgsm_eps):
+            if fgsm_eps == 0:  # no perturbation: spare the extra passes
+                sums[4] += correct
+            else:
                 adv = fgsm_perturb(model, x, y, fgsm_eps)
                 with torch.no_grad():
                     sums[4] += (model(adv).argmax(dim=1) == y).sum()
