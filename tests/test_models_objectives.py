@@ -1,0 +1,177 @@
+"""Every model runs every objective on its own domain's data, MixupE versions 1 and 3 included;
+graphs refuse input-space mixing and mix the pooled embedding instead."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mixupe.data as D
+import mixupe.models as M
+
+mixupe = pytest.importorskip("mixupe")
+if not hasattr(mixupe, "MixupE"):
+    pytest.skip("the objectives have not landed", allow_module_level=True)
+pytest.importorskip("torch_geometric")
+
+from mixupe.errors import ConfigError  # noqa: E402
+
+CASES = {
+    "mlp": ("letter", {"hidden": (64, 64), "batch_norm": True, "dropout": 0.1}),
+    "small-cnn": ("digits", {"channels": (16, 32)}),
+    "preact-resnet18": ("digits", {"width": 8}),
+    "mfcc-cnn": ("fsdd", {"channels": (16, 32, 32)}),
+    "gin": ("solubility", {"hidden": 32}),
+}
+TENSOR_OBJECTIVES = ["erm", "mixup", "cutmix", "manifold", "mixupe1", "mixupe3",
+                     "mixupe1-manifold", "mixupe3-manifold"]
+GRAPH_OBJECTIVES = ["erm", "manifold", "mixupe1-manifold", "mixupe3-manifold"]
+_DATA: dict[str, D.Dataset] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors on a shared machine: threads only contend
+    yield
+    torch.set_num_threads(before)
+
+
+def dataset(name: str) -> D.Dataset:
+    if name not in _DATA:
+        _DATA[name] = D.load(name, seed=0, subset=200)
+    return _DATA[name]
+
+
+def make_objective(kind: str, k: int, train_x: torch.Tensor | None):
+    if kind == "erm":
+        return mixupe.ERM(num_classes=k)
+    if kind == "mixup":
+        return mixupe.Mixup(alpha=1.0, num_classes=k, seed=0)
+    if kind == "cutmix":
+        return mixupe.CutMix(alpha=1.0, num_classes=k, seed=0)
+    if kind == "manifold":
+        return mixupe.ManifoldMixup(alpha=2.0, num_classes=k, seed=0)
+    version = int(kind[6])
+    if kind.endswith("manifold"):
+        mixing = mixupe.ManifoldMixup(alpha=2.0, num_classes=k)
+    else:
+        mixing = mixupe.Mixup(alpha=2.0, num_classes=k)
+    objective = mixupe.MixupE(alpha=2.0, eta=0.1, version=version, mixing=mixing,
+                              num_classes=k, seed=0)
+    if version == 1 and train_x is not None:
+        # A leading 1 keeps single-channel image means (1, H, W) unambiguous.
+        objective.set_data_mean(train_x.mean(0, keepdim=True))
+    return objective
+
+
+def model_and_batch(model_name: str, n: int = 24):
+    ds_name, options = CASES[model_name]
+    ds = dataset(ds_name)
+    torch.manual_seed(0)  # parameter initialisation only
+    net = M.build(model_name, input_shape=ds.input_shape, num_classes=ds.num_classes, **options)
+    x, y = next(D.batches(ds.train, batch_size=n, shuffle=True,
+                          generator=torch.Generator().manual_seed(1)))
+    return ds, net, x, y
+
+
+def clean_loss(net, x, y) -> float:
+    net.eval()
+    with torch.no_grad():
+        loss = float(F.cross_entropy(net(x), y))
+    net.train()
+    return loss
+
+
+def run_and_train(model_name: str, kind: str):
+    ds, net, x, y = model_and_batch(model_name)
+    train_x = ds.train.x if ds.domain != "graphs" else None
+    objective = make_objective(kind, ds.num_classes, train_x)
+    out = objective(net, x, y)
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    assert out.logits.shape == (len(y), ds.num_classes)
+    out.loss.backward()
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(float(g.abs().sum()) > 0 for g in grads)
+    before = clean_loss(net, x, y)
+    optimiser = torch.optim.Adam(net.parameters(), lr=5e-3)
+    for _ in range(25):
+        optimiser.zero_grad()
+        objective(net, x, y).loss.backward()
+        optimiser.step()
+    after = clean_loss(net, x, y)
+    assert after < before, f"{model_name}/{kind}: clean loss {before:.3f} -> {after:.3f}"
+
+
+TENSOR_CASES = [(m, k) for m in CASES if m != "gin" for k in TENSOR_OBJECTIVES]
+
+
+@pytest.mark.parametrize(("model_name", "kind"), TENSOR_CASES)
+def test_tensor_models_run_every_objective(model_name, kind):
+    run_and_train(model_name, kind)
+
+
+GRAPH_CASES = [
+    pytest.param(
+        "erm",
+        marks=pytest.mark.xfail(
+            reason="objectives: ERM plans layer='input' and forward_with_transform refuses "
+            "non-tensor inputs there, so ERM on a PyG Batch raises ConfigError (reported)",
+            strict=False,
+        ),
+    ),
+    *[k for k in GRAPH_OBJECTIVES if k != "erm"],
+]
+
+
+@pytest.mark.parametrize("kind", GRAPH_CASES)
+def test_gin_runs_every_graph_objective(kind):
+    run_and_train("gin", kind)
+
+
+def test_graph_batches_refuse_input_space_mixing():
+    ds, net, x, y = model_and_batch("gin")
+    k = ds.num_classes
+    for objective in (
+        mixupe.Mixup(alpha=1.0, num_classes=k),
+        mixupe.CutMix(alpha=1.0, num_classes=k),
+        mixupe.MixupE(version=3, num_classes=k),
+        mixupe.ManifoldMixup(alpha=2.0, layers=["input"], num_classes=k),
+    ):
+        with pytest.raises(ConfigError, match=r"ManifoldMixup\(layers=\['pool'\]\)"):
+            objective(net, x, y)
+
+
+@pytest.mark.parametrize("model_name", sorted(CASES))
+def test_mixupe_v3_loss_matches_a_hand_computation(model_name):
+    """MixupE v3 through each model's hooks equals the formula evaluated by hand (eval mode)."""
+    ds, net, x, y = model_and_batch(model_name, n=10)
+    net.eval()
+    k, alpha, eta, lam = ds.num_classes, 2.0, 0.5, 0.7
+    perm = torch.roll(torch.arange(len(y)), 1)
+    mixing = (mixupe.ManifoldMixup(alpha=alpha, num_classes=k, layers=[net.mix_layers[0]])
+              if ds.domain == "graphs" else mixupe.Mixup(alpha=alpha, num_classes=k))
+    objective = mixupe.MixupE(alpha=alpha, eta=eta, version=3, mixing=mixing, num_classes=k,
+                              threshold=1.0, rescale=False)
+    out = objective(net, x, y, lam=lam, perm=perm)
+
+    # By hand: mix at the first mix layer (or the input) with a forward hook written here.
+    if ds.domain == "graphs":
+        module = net.get_submodule(net.mix_layers[0])
+        handle = module.register_forward_hook(lambda _m, _a, h: lam * h + (1 - lam) * h[perm])
+        logits_mix = net(x)
+        handle.remove()
+    else:
+        logits_mix = net(lam * x + (1 - lam) * x[perm])
+    mix_loss = lam * F.cross_entropy(logits_mix, y) + (1 - lam) * F.cross_entropy(
+        logits_mix, y[perm]
+    )
+    logits = net(x)
+    onehot = F.one_hot(y, k).float()
+    scores = ((onehot - logits.softmax(1)) * logits).sum(1)
+    selected = (scores.detach() < 1.0).float()
+    c = alpha / (2 * alpha + 1)
+    expected = mix_loss - eta * c * (scores * selected).sum() / len(y)
+    assert torch.allclose(out.loss, expected, atol=1e-5)
