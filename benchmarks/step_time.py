@@ -5,7 +5,9 @@ One training step is ``zero_grad``, the objective's forward, ``backward`` and an
 synthetic batches (fixed seed). Methods are interleaved round-robin (the order rotates each
 round), warmed up, and the median over many steps is reported with the inter-quartile
 range, the ratio to Mixup's median and the ratio to the reference's median, all measured in
-the same run. The objectives run as the training engine runs them (``validate=False``,
+the same run. Each step's process CPU time is recorded too ("cpu /mixup": the ratio of
+median CPU times), which is less disturbed than wall time when other processes share the
+cores. The objectives run as the training engine runs them (``validate=False``,
 ``check_finite=False``: no host synchronisation in the step).
 
 The reference is what a user would write from the table in METHOD.md for version 3:
@@ -22,8 +24,8 @@ the memory allocated before the steps.
 
 Usage::
 
-    .venv/bin/python benchmarks/step_time.py --models mlp small-cnn preact-resnet18 \\
-        --batch-sizes 64 256 --steps 30 --threads 1 --out step_time.json
+    .venv/bin/python benchmarks/step_time.py --threads 1 --out step_time.json
+    .venv/bin/python benchmarks/step_time.py --models mlp --batch-sizes 64 --mlp-steps 50
 """
 
 from __future__ import annotations
@@ -247,6 +249,7 @@ class Contender:
     optimizer: torch.optim.Optimizer
     loss_fn: LossFn
     times_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
     last_loss: Tensor | None = None
 
 
@@ -286,11 +289,12 @@ def bench_cell(model_name: str, batch_size: int, *, steps: int, warmup: int, mem
         shift = rnd % len(contenders)
         for con in contenders[shift:] + contenders[:shift]:
             _synchronise(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             con.last_loss = train_step(con.model, con.optimizer, con.loss_fn, x, y)
             _synchronise(device)
             if rnd >= warmup:
                 con.times_ms.append((time.perf_counter() - start) * 1e3)
+                con.cpu_ms.append((time.process_time() - start_cpu) * 1e3)
 
     memory = {}
     for con in contenders:
@@ -301,6 +305,7 @@ def bench_cell(model_name: str, batch_size: int, *, steps: int, warmup: int, mem
         memory[con.spec.name] = peak_memory_mib(run, device) if mem_steps > 0 else None
 
     summaries = {con.spec.name: summarise(con.times_ms) for con in contenders}
+    cpu = {con.spec.name: statistics.median(con.cpu_ms) for con in contenders}
     mixup_ms = summaries.get("mixup", {}).get("median")
     ref_ms = summaries.get("reference-v3", {}).get("median")
     rows = []
@@ -316,6 +321,8 @@ def bench_cell(model_name: str, batch_size: int, *, steps: int, warmup: int, mem
             "steps": int(s["n"]),
             "vs_mixup": s["median"] / mixup_ms if mixup_ms else None,
             "vs_reference": s["median"] / ref_ms if ref_ms else None,
+            "cpu_median_ms": cpu[con.spec.name],
+            "cpu_vs_mixup": cpu[con.spec.name] / cpu["mixup"] if cpu.get("mixup") else None,
             "peak_mib": memory[con.spec.name],
             "finite": finite,
         })
@@ -324,7 +331,11 @@ def bench_cell(model_name: str, batch_size: int, *, steps: int, warmup: int, mem
 
 # --------------------------------------------------------------------- checks and targets
 def check_reference(model_name: str, *, device: torch.device, seed: int) -> float:
-    """Largest |loss difference| between the reference and MixupE version 3 (float64)."""
+    """Largest difference of the loss and the gradients of the reference and MixupE v3.
+
+    Computed in float64 for two lambdas; the rescaled loss always equals ``+-|L_mix|``, so
+    the gradients are what shows the regulariser.
+    """
     input_shape, num_classes, options = MODEL_SPECS[model_name]
     torch.manual_seed(seed)
     net = models.build(model_name, input_shape=input_shape, num_classes=num_classes,
@@ -336,10 +347,15 @@ def check_reference(model_name: str, *, device: torch.device, seed: int) -> floa
                               num_classes=num_classes)
     worst = 0.0
     for lam in (0.2, 0.7):
-        ref = reference_v3_loss(copy.deepcopy(net), x, y, num_classes=num_classes, lam=lam,
-                                perm=perm, eta=0.5)
-        ours = objective(copy.deepcopy(net), x, y, lam=lam, perm=perm).loss
-        worst = max(worst, abs(float(ref) - float(ours)))
+        net_ref, net_obj = copy.deepcopy(net), copy.deepcopy(net)
+        ref = reference_v3_loss(net_ref, x, y, num_classes=num_classes, lam=lam, perm=perm,
+                                eta=0.5)
+        ours = objective(net_obj, x, y, lam=lam, perm=perm).loss
+        ref.backward()
+        ours.backward()
+        worst = max(worst, abs(float(ref.detach()) - float(ours.detach())))
+        for p_ref, p_obj in zip(net_ref.parameters(), net_obj.parameters(), strict=True):
+            worst = max(worst, float((p_ref.grad - p_obj.grad).abs().max()))
     return worst
 
 
@@ -372,13 +388,14 @@ def format_cell(cell: dict[str, Any]) -> str:
     """The per-cell table: median, IQR, ratios and peak memory."""
     head = (f"\n## {cell['model']}, batch {cell['batch_size']}\n"
             f"{'method':<18}{'median ms':>10}{'IQR ms':>9}{'/mixup':>8}{'/ref':>7}"
-            f"{'peak MiB':>10}")
+            f"{'cpu /mixup':>11}{'peak MiB':>10}")
     lines = [head]
     for r in cell["rows"]:
         mem = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
         flag = "" if r["finite"] else "  (non-finite weights)"
         lines.append(f"{r['method']:<18}{r['median_ms']:>10.2f}{r['iqr_ms']:>9.2f}"
-                     f"{r['vs_mixup']:>8.2f}{r['vs_reference']:>7.2f}{mem:>10}{flag}")
+                     f"{r['vs_mixup']:>8.2f}{r['vs_reference']:>7.2f}{r['cpu_vs_mixup']:>11.2f}"
+                     f"{mem:>10}{flag}")
     lines.extend(target_lines(cell))
     return "\n".join(lines)
 
@@ -406,11 +423,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(MODEL_SPECS), choices=list(MODEL_SPECS))
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 256])
-    p.add_argument("--resnet-batch-sizes", nargs="+", type=int, default=[32, 64],
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 256],
+                   help="batch sizes of the MLP")
+    p.add_argument("--cnn-batch-sizes", nargs="+", type=int, default=[64, 128])
+    p.add_argument("--resnet-batch-sizes", nargs="+", type=int, default=[16, 32],
                    help="batch sizes of preact-resnet18 (slower on a CPU)")
-    p.add_argument("--steps", type=int, default=30, help="timed steps per method per cell")
-    p.add_argument("--resnet-steps", type=int, default=10)
+    p.add_argument("--mlp-steps", type=int, default=200, help="timed steps per method (MLP)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per method (small CNN)")
+    p.add_argument("--resnet-steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds before timing")
     p.add_argument("--mem-steps", type=int, default=2, help="steps per method for peak memory")
     p.add_argument("--methods", nargs="+", default=None,
@@ -420,10 +440,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
-    if args.steps < 2 or args.resnet_steps < 2:
-        p.error(f"--steps {args.steps} / --resnet-steps {args.resnet_steps}: need at least 2 "
-                "timed steps for quartiles; use e.g. --steps 30")
-    if any(b < 2 for b in args.batch_sizes + args.resnet_batch_sizes):
+    if min(args.steps, args.mlp_steps, args.resnet_steps) < 2:
+        p.error(f"--steps {args.steps} / --mlp-steps {args.mlp_steps} / --resnet-steps "
+                f"{args.resnet_steps}: need at least 2 timed steps for quartiles; use e.g. "
+                "--steps 20")
+    if any(b < 2 for b in args.batch_sizes + args.cnn_batch_sizes + args.resnet_batch_sizes):
         p.error("batch sizes must be >= 2 (mixing pairs samples); use e.g. --batch-sizes 64 256")
     return args
 
@@ -449,15 +470,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     info = machine_info(args.threads, device)
     print(" ".join(f"{k}={v}" for k, v in info.items()), flush=True)
     checks = {m: check_reference(m, device=device, seed=args.seed) for m in args.models}
-    print("reference vs MixupE v3, |loss difference| in float64: "
+    print("reference vs MixupE v3, largest |difference| of loss and gradients (float64): "
           + ", ".join(f"{m} {d:.1e}" for m, d in checks.items()), flush=True)
     cells = []
+    plan = {"mlp": (args.batch_sizes, args.mlp_steps),
+            "small-cnn": (args.cnn_batch_sizes, args.steps),
+            "preact-resnet18": (args.resnet_batch_sizes, args.resnet_steps)}
     for model_name in args.models:
-        resnet = model_name == "preact-resnet18"
-        sizes = args.resnet_batch_sizes if resnet else args.batch_sizes
+        sizes, steps = plan[model_name]
         for batch_size in sizes:
-            cell = bench_cell(model_name, batch_size,
-                              steps=args.resnet_steps if resnet else args.steps,
+            cell = bench_cell(model_name, batch_size, steps=steps,
                               warmup=args.warmup, mem_steps=args.mem_steps, specs=specs,
                               device=device, seed=args.seed)
             cells.append(cell)
