@@ -120,8 +120,18 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     n_train = len(mixupe.data.load("digits").train)
     assert res["failed"] is False
     assert res["train_steps"] == 2 * math.ceil(n_train / 128)
-    assert res["test"] == records[-1]["test"] and res["val"] == records[-1]["val"]
-    assert result.final["test"] == res["test"]
+    for split in ("val", "test"):
+        rel = res[split].pop("reliability")
+        assert res[split] == records[-1][split]
+        # the reliability bins reproduce the recorded ECE and accuracy
+        n = sum(rel["count"])
+        assert n == len(getattr(mixupe.data.load("digits"), split))
+        gaps = [c * abs(a - f) for c, a, f in zip(rel["count"], rel["acc"], rel["conf"],
+                                                 strict=True) if c]
+        assert sum(gaps) / n == pytest.approx(res[split]["ece"], abs=1e-12)
+        hits = sum(c * a for c, a in zip(rel["count"], rel["acc"], strict=True) if c)
+        assert hits / n == pytest.approx(res[split]["acc"], abs=1e-12)
+    assert result.final["test"] == res["test"]  # (reliability popped above)
     assert not list(result.run_dir.glob("*.tmp"))
 
 

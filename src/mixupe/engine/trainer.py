@@ -49,6 +49,7 @@ __all__ = [
     "evaluate",
     "fit_data_mean",
     "model_digest",
+    "reliability",
     "train",
 ]
 
@@ -281,6 +282,33 @@ def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
         "brier": sums[3].item() / n,
         "ece": ece_from_bins(bins),
         "fgsm_acc": sums[4].item() / n,
+    }
+
+
+def reliability(model: nn.Module, split: Any, *, batch_size: int = 512,
+                device: str | torch.device = "cpu", n_bins: int = 15,
+                ctx: D.DistContext | None = None) -> dict[str, list[Any]]:
+    """Per-bin data of a reliability diagram: sample count, mean confidence and accuracy.
+
+    Bins are those of the ECE (equal width on the max probability); empty bins have ``None``
+    confidence and accuracy. Under DDP the bin sums are all-reduced.
+    """
+    ctx = ctx or D.DistContext(0, 1, 0, torch.device(device), owns_group=False)
+    dev = torch.device(device)
+    was_training = model.training
+    model.eval()
+    bins = torch.zeros(3, n_bins, dtype=torch.float64, device=dev)
+    try:
+        with torch.no_grad():
+            for x, y in _unpadded_batches(split, batch_size=batch_size, device=dev, ctx=ctx):
+                bins += calibration_bins(model(x).double(), y, n_bins)
+    finally:
+        model.train(was_training)
+    count, conf, correct = D.all_reduce_sum(bins, ctx).cpu().tolist()
+    return {
+        "count": count,
+        "conf": [c / n if n else None for c, n in zip(conf, count, strict=True)],
+        "acc": [a / n if n else None for a, n in zip(correct, count, strict=True)],
     }
 
 
@@ -621,9 +649,15 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
     final = records[-1] if records else record
     complete = stop >= cfg.epochs
     if complete:
+        splits = {}
+        for name in ("val", "test"):
+            bins = reliability(parts.model, getattr(parts.ds, name), device=ctx.device,
+                               batch_size=max(cfg.batch_size, 256), n_bins=cfg.ece_bins,
+                               ctx=ctx)
+            splits[name] = {**(final.get(name) or {}), "reliability": bins}
         result = {"failed": False, "epochs": cfg.epochs, "run_name": cfg.run_name(),
-                  "config_hash": cfg.config_hash(), "val": final.get("val"),
-                  "test": final.get("test"), "train": final.get("train"),
+                  "config_hash": cfg.config_hash(), "val": splits["val"],
+                  "test": splits["test"], "train": final.get("train"),
                   "wall_time_s": sum(r.get("time_s", 0.0) for r in records),
                   "train_steps": step, "world_size": ctx.world_size}
         _on_main(ctx, lambda: run.write_result(result))
