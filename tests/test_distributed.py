@@ -29,7 +29,7 @@ import mixupe.models
 from mixupe.engine import TrainConfig, evaluate, train
 from mixupe.engine.checkpoint import load_checkpoint
 from mixupe.engine.distributed import setup
-from mixupe.engine.trainer import fit_data_mean, model_digest
+from mixupe.engine.trainer import fit_data_mean, model_digest, reliability
 
 WORLD = 2
 SUBSET = 1000  # even: no padding, so each step's 2 x 64 samples are the single run's 128
@@ -124,10 +124,14 @@ def test_two_ranks_equal_one_process_with_the_concatenated_batch(
     # metrics under DDP (each rank its shard, sums all-reduced) equal one process's evaluation
     record = json.loads((ddp_runs / "ddp" / ddp_cfg.run_name() / "metrics.jsonl")
                         .read_text().splitlines()[-1])
+    result = json.loads((ddp_runs / "ddp" / ddp_cfg.run_name() / "result.json").read_text())
     for split in ("val", "test"):
         local = evaluate(model, getattr(ds, split), fgsm_eps=ddp_cfg.fgsm_eps)
         for key, value in local.items():
             assert record[split][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (split, key)
+        bins = reliability(model, getattr(ds, split))
+        assert result[split]["reliability"]["count"] == bins["count"]
+        assert result[split]["reliability"]["acc"] == pytest.approx(bins["acc"], abs=1e-12)
 
 
 def test_data_mean_over_shards_equals_the_global_mean(ddp_runs: Path) -> None:
