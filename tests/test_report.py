@@ -184,7 +184,9 @@ def test_markdown_table_shows_the_numbers(fake_runs):
     assert "validation" in text  # the protocol is written down
     assert "Compute spent" in text
     assert "- digits / MixupE: reg_ratio 0.01, selected_frac 0.5" in text
-    assert "- digits / Mixup:" not in text  # diagnostics only for MixupE arms
+    assert "- digits / Mixup: reg_ratio" not in text  # diagnostics only for MixupE arms
+    mixup = summary.cell("digits", "Mixup")
+    assert f"- digits / Mixup: `digits/mlp/mixup-a{mixup.params['alpha']:g}/e3`" in text
     # Two datasets x three arms = six table rows.
     assert sum(1 for line in text.splitlines() if line.startswith("| digits") or
                line.startswith("| satimage")) == 6

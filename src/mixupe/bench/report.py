@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ class CellSummary:
     arm: str
     n_points: int
     method: str = ""
+    config_name: str = ""  # the chosen point's run name without seed and hash
     chosen: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     selection_val: float = math.nan
@@ -159,6 +161,8 @@ def _summarize_cell(runs_root: Path, dataset: str, arm: str, points: Sequence[Ma
             cell.test[metric] = values
             cell.ci[metric] = _ci([values[s] for s in sorted(values)])
     cell.method = str(next((r.config.get("method", "") for r in complete.values()), ""))
+    first = next(iter(chosen.values()))
+    cell.config_name = re.sub(r"-?seed\d+-[0-9a-f]+$", "", first.name).rstrip("/")
     cell.curves = {s: r.curve("val", "acc") for s, r in complete.items()}
     cell.reliability = _aggregate_reliability(list(complete.values()))
     for key in ("reg_ratio", "selected_frac"):
@@ -326,6 +330,12 @@ def render_suite(summary: SuiteSummary) -> str:
                 f"{_pct(cell.ci.get('fgsm_acc'))} | {diff} | {cell.failed}/{cell.runs} |"
             )
     lines.append("")
+    configured = [c for c in summary.cells if c.config_name]
+    if configured and summary.name != ADHOC:
+        lines += ["Configurations of the chosen points (run directory names without the seed):",
+                  ""]
+        lines += [f"- {c.dataset} / {c.arm}: `{c.config_name}`" for c in configured]
+        lines.append("")
     extras = [c for c in summary.cells if c.train_extra and c.method == "mixupe"]
     if extras:
         lines += ["MixupE at the final epoch, mean over the chosen point's seeds (reg_ratio: size "
