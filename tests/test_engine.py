@@ -239,6 +239,16 @@ def test_non_finite_in_first_epoch_leaves_no_checkpoint(
     assert not (run_dir / "checkpoint.pt").exists()
 
 
+def test_non_finite_is_caught_inside_an_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the finiteness check also runs every NONFINITE_CHECK_EVERY steps, not only at epoch end
+    monkeypatch.setattr(trainer_module, "NONFINITE_CHECK_EVERY", 2)
+    _poison_after(monkeypatch, 2)  # the third step's loss is NaN
+    with pytest.raises(NonFiniteLossError, match="in epoch 1 by step 4;"):
+        train(_cfg(epochs=1), runs_root=tmp_path, progress=False)
+
+
 def test_existing_run_directory_needs_an_explicit_flag(tmp_path: Path) -> None:
     cfg = _cfg(epochs=1)
     first = train(cfg, runs_root=tmp_path, progress=False)
