@@ -31,6 +31,7 @@ def test_every_hyper_parameter_changes_the_name() -> None:
         "lr": 0.01, "momentum": 0.5, "weight_decay": 0.0, "warmup_epochs": 1,
         "milestones": (3,), "gamma": 0.5, "model_options": {"width": 8},
         "data_options": {"subset": 100}, "fgsm_eps": 0.1, "ece_bins": 10, "seed": 1,
+        "amp": True,
     }
     names = {base.run_name()}
     for key, value in changes.items():
