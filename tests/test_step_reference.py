@@ -180,22 +180,25 @@ def test_bench_cell_rows_and_ratios() -> None:
         assert r["steps"] == 3 and r["finite"]
         assert r["q1_ms"] <= r["median_ms"] <= r["q3_ms"]
         assert r["vs_mixup"] == pytest.approx(r["median_ms"] / rows["mixup"]["median_ms"])
-        assert math.isfinite(r["cpu_vs_mixup"])
+        assert math.isfinite(r["cpu_vs_mixup"]) and math.isfinite(r["cpu_vs_reference"])
+        assert r["cpu_vs_mixup"] == pytest.approx(r["cpu_median_ms"]
+                                                  / rows["mixup"]["cpu_median_ms"])
     text = st.format_cell(cell)
     assert "target v3-separate vs_mixup <= 2.0" in text
 
 
 def test_target_lines_verdicts() -> None:
     def row(method: str, vs_mixup: float, vs_ref: float) -> dict:
-        return {"method": method, "vs_mixup": vs_mixup, "vs_reference": vs_ref}
+        return {"method": method, "vs_mixup": vs_mixup, "vs_reference": vs_ref,
+                "cpu_vs_mixup": vs_mixup / 2, "cpu_vs_reference": None}
 
     cell = {"model": "mlp", "rows": [row("v3-separate", 2.1, 0.9), row("v3-fused", 1.2, 0.5),
                                      row("v1-separate-vjp", 3.0, 2.0)]}
     lines = "\n".join(st.target_lines(cell))
-    assert "v3-separate vs_mixup <= 2.0: 2.10 MISSED" in lines
-    assert "v3-separate vs_reference <= 1.0: 0.90 met" in lines
-    assert "v3-fused vs_mixup <= 1.3: 1.20 met" in lines
-    assert "v1-separate-vjp vs_mixup <= 3.0: 3.00 met" in lines
+    assert "v3-separate vs_mixup <= 2.0: wall 2.10 MISSED, cpu 1.05 met" in lines
+    assert "v3-separate vs_reference <= 1.0: wall 0.90 met\n" in lines
+    assert "v3-fused vs_mixup <= 1.3: wall 1.20 met, cpu 0.60 met" in lines
+    assert "v1-separate-vjp vs_mixup <= 3.0: wall 3.00 met" in lines
     cnn = {"model": "small-cnn", "rows": cell["rows"]}
     assert not any("v3-fused" in line for line in st.target_lines(cnn))
 
