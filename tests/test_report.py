@@ -265,3 +265,28 @@ def test_unknown_suite_filter_names_what_exists(fake_runs):
     root, *_ = fake_runs
     with pytest.raises(ConfigError, match=r"no suite 'other'.*\['fake'\].*mixupe bench other"):
         summarize(root, suite="other")
+
+
+def test_reliability_recomputed_from_checkpoint_matches_the_recorded_ece(tmp_path: Path):
+    from mixupe.bench.reliability import recompute_reliability
+    from mixupe.engine import train
+
+    cfg = TrainConfig(dataset="digits", epochs=1, batch_size=256, device="cpu")
+    train(cfg, runs_root=tmp_path, progress=False)
+    rec = read_run(tmp_path, cfg.run_name())
+    table = recompute_reliability(rec)
+    assert table is not None and len(table["count"]) == cfg.ece_bins
+    n = sum(table["count"])
+    import mixupe.data
+
+    assert n == len(mixupe.data.load("digits").test)
+    gap = sum(abs(a - c) * k for a, c, k in zip(table["acc"], table["conf"], table["count"],
+                                                strict=True) if k)
+    assert gap / n == pytest.approx(rec.final("test")["ece"], abs=1e-9)
+    correct = sum(a * k for a, k in zip(table["acc"], table["count"], strict=True) if k)
+    assert correct / n == pytest.approx(rec.final("test")["acc"], abs=1e-9)
+    # A disagreement with the recorded ECE (a reader/engine drift) gives no data at all.
+    result = json.loads((rec.path / "result.json").read_text())
+    result["test"]["ece"] += 0.01
+    (rec.path / "result.json").write_text(json.dumps(result))
+    assert recompute_reliability(read_run(tmp_path, cfg.run_name())) is None

@@ -33,7 +33,9 @@ def _slug(name: str) -> str:
 def _panels(n: int, *, width: float = 4.2, height: float = 3.4):
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    # At least about 6.5 inches wide, so the title of a one-panel figure fits.
+    fig_width = max(width * cols, 6.5)
+    fig, axes = plt.subplots(rows, cols, figsize=(fig_width, height * rows), squeeze=False)
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -75,7 +77,8 @@ def plot_learning_curves(summary: SuiteSummary, path: str | Path) -> Path | None
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{summary.name}: learning curves (mean over seeds; band = min-max)")
+    fig.suptitle(f"{summary.name}: validation accuracy per epoch (mean over seeds; band: min-max)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -110,7 +113,8 @@ def plot_accuracy(summary: SuiteSummary, path: str | Path) -> Path | None:
         ax.set_title(dataset)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{summary.name}: test accuracy, mean ± 95 % CI (dots: seeds)")
+    fig.suptitle(f"{summary.name}: final-epoch test accuracy, mean ± 95 % CI (dots: seeds)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -134,8 +138,15 @@ def plot_reliability(summary: SuiteSummary, path: str | Path) -> Path | None:
             if not pts:
                 continue
             ece = cell.ci.get("ece", (math.nan, math.nan))[0]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4,
-                    color=colors[cell.arm], label=f"{cell.arm} (ECE {ece * 100:.1f} %)")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2, color=colors[cell.arm],
+                    label=f"{cell.arm} (ECE {ece * 100:.1f} %)")
+            # Marker area proportional to the bin's share of the samples.
+            total = sum(rel["count"])
+            sizes = [max(4.0, 300.0 * n / total) for n in rel["count"] if n]
+            finite = [(cf, ac) for cf, ac, n in zip(rel["conf"], rel["acc"], rel["count"],
+                                                    strict=True) if n]
+            ax.scatter([p[0] for p in finite], [p[1] for p in finite], s=sizes,
+                       color=colors[cell.arm], alpha=0.6, edgecolors="none")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
@@ -143,8 +154,10 @@ def plot_reliability(summary: SuiteSummary, path: str | Path) -> Path | None:
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"{summary.name}: reliability (test, pooled over seeds)")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{summary.name}: reliability on test, pooled over seeds\n"
+                 "(above the diagonal: under-confident; marker area: share of samples)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixupe.bench.reliability import recompute_reliability
 from mixupe.bench.rundirs import METRICS, RunRecord, find_runs, read_run
 from mixupe.bench.selection import PROTOCOL, choose_point
 from mixupe.bench.suites import read_manifests
@@ -96,9 +97,19 @@ def _ci(values: Sequence[float]) -> tuple[float, float]:
     return float(mean), float(half)
 
 
-def _aggregate_reliability(records: Sequence[RunRecord]) -> dict[str, list[float]] | None:
-    """Pool per-bin reliability data over seeds (count-weighted); None when absent."""
-    tables = [r.final("test").get("reliability") for r in records]
+def _aggregate_reliability(records: Sequence[RunRecord], data_cache: dict[Any, Any] | None
+                           ) -> dict[str, list[float]] | None:
+    """Pool per-bin reliability data over seeds (count-weighted); None when absent.
+
+    Runs whose result.json has no per-bin data are recomputed from their checkpoint when
+    ``data_cache`` is a dict (see :mod:`mixupe.bench.reliability`).
+    """
+    tables = []
+    for r in records:
+        table = r.final("test").get("reliability")
+        if table is None and data_cache is not None:
+            table = recompute_reliability(r, cache=data_cache)
+        tables.append(table)
     tables = [t for t in tables if isinstance(t, dict) and t.get("count")]
     if not tables:
         return None
@@ -122,7 +133,8 @@ def _aggregate_reliability(records: Sequence[RunRecord]) -> dict[str, list[float
 
 
 def _summarize_cell(runs_root: Path, dataset: str, arm: str, points: Sequence[Mapping[str, Any]],
-                    selection_seeds: Sequence[int]) -> CellSummary:
+                    selection_seeds: Sequence[int],
+                    data_cache: dict[Any, Any] | None = None) -> CellSummary:
     cell = CellSummary(dataset=dataset, arm=arm, n_points=len(points))
     records: list[dict[int, RunRecord]] = []
     for point in points:
@@ -164,7 +176,7 @@ def _summarize_cell(runs_root: Path, dataset: str, arm: str, points: Sequence[Ma
     first = next(iter(chosen.values()))
     cell.config_name = re.sub(r"-?seed\d+-[0-9a-f]+$", "", first.name).rstrip("/")
     cell.curves = {s: r.curve("val", "acc") for s, r in complete.items()}
-    cell.reliability = _aggregate_reliability(list(complete.values()))
+    cell.reliability = _aggregate_reliability(list(complete.values()), data_cache)
     for key in ("reg_ratio", "selected_frac"):
         vals = [r.epochs[-1].get("train", {}).get(key) for r in complete.values() if r.epochs]
         vals = [float(v) for v in vals if isinstance(v, int | float) and math.isfinite(v)]
@@ -193,9 +205,11 @@ def _paired_differences(summary: SuiteSummary) -> None:
                 cell.diff = (a[0] - b[0], math.nan, 1)
 
 
-def _summarize_manifest(runs_root: Path, record: Mapping[str, Any]) -> SuiteSummary:
+def _summarize_manifest(runs_root: Path, record: Mapping[str, Any],
+                        data_cache: dict[Any, Any] | None) -> SuiteSummary:
     selection = [int(s) for s in record.get("selection_seeds", record.get("seeds", []))]
-    cells = [_summarize_cell(runs_root, c["dataset"], c["arm"], c["points"], selection)
+    cells = [_summarize_cell(runs_root, c["dataset"], c["arm"], c["points"], selection,
+                             data_cache)
              for c in record["cells"]]
     summary = SuiteSummary(name=str(record["suite"]),
                            description=str(record.get("description", "")),
@@ -207,7 +221,8 @@ def _summarize_manifest(runs_root: Path, record: Mapping[str, Any]) -> SuiteSumm
     return summary
 
 
-def _adhoc_summary(runs_root: Path, names: Sequence[str]) -> SuiteSummary:
+def _adhoc_summary(runs_root: Path, names: Sequence[str],
+                   data_cache: dict[Any, Any] | None) -> SuiteSummary:
     """Group runs outside suites by their configuration without the seed."""
     groups: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -231,7 +246,7 @@ def _adhoc_summary(runs_root: Path, names: Sequence[str]) -> SuiteSummary:
         arm = group["arm"] if labels[k] == 1 else f"{group['arm']} ({labels[k]})"
         cells_in.append((group["dataset"], arm, group["runs"]))
     cells = [_summarize_cell(runs_root, d, a, [{"params": {}, "runs": runs}],
-                             [int(s) for s in runs]) for d, a, runs in cells_in]
+                             [int(s) for s in runs], data_cache) for d, a, runs in cells_in]
     # Every seed of an ad-hoc group "selects"; with no grid the choice is trivial.
     return SuiteSummary(name=ADHOC, description="runs started with `mixupe train`",
                         seeds=sorted({s for c in cells for s in c.seeds}), selection_seeds=[],
@@ -239,12 +254,16 @@ def _adhoc_summary(runs_root: Path, names: Sequence[str]) -> SuiteSummary:
                         arms=list(dict.fromkeys(c.arm for c in cells)), cells=cells)
 
 
-def summarize(runs_root: str | Path = "runs", *, suite: str | None = None) -> list[SuiteSummary]:
+def summarize(runs_root: str | Path = "runs", *, suite: str | None = None,
+              recompute_reliability: bool = False) -> list[SuiteSummary]:
     """Summaries of every suite found under ``runs_root`` (or only ``suite``).
 
+    ``recompute_reliability``: rebuild per-bin calibration data from the final checkpoints
+    of runs whose result.json lacks it (needed for reliability diagrams; loads the data).
     Raises ConfigError when the directory is missing or holds no runs.
     """
     root = Path(runs_root)
+    cache: dict[Any, Any] | None = {} if recompute_reliability else None
     if not root.is_dir():
         raise ConfigError(
             f"runs directory {str(root)!r} does not exist; run `mixupe bench quick` or "
@@ -259,13 +278,13 @@ def summarize(runs_root: str | Path = "runs", *, suite: str | None = None) -> li
                 f"no suite {suite!r} under {str(root)!r} (found {found}); "
                 f"run `mixupe bench {suite} --runs-root {root}` first or drop --suite"
             )
-        return [_summarize_manifest(root, m) for m in chosen]
-    summaries = [_summarize_manifest(root, m) for m in manifests]
+        return [_summarize_manifest(root, m, cache) for m in chosen]
+    summaries = [_summarize_manifest(root, m, cache) for m in manifests]
     in_suites = {name for m in manifests for c in m["cells"] for p in c["points"]
                  for name in p["runs"].values()}
     rest = [n for n in find_runs(root) if n not in in_suites]
     if rest:
-        summaries.append(_adhoc_summary(root, rest))
+        summaries.append(_adhoc_summary(root, rest, cache))
     if not summaries:
         raise ConfigError(
             f"runs directory {str(root)!r} holds no runs; run `mixupe bench quick` or "
@@ -351,8 +370,8 @@ def render_suite(summary: SuiteSummary) -> str:
     if failures:
         lines += ["", "Failed runs:", *[f"- {f}" for f in failures]]
     if not any(c.reliability for c in summary.cells):
-        lines += ["", "(No per-bin reliability data in the runs' result.json; reliability "
-                      "diagrams were skipped.)"]
+        lines += ["", "(No per-bin reliability data for these runs (neither in result.json nor "
+                      "recomputable from checkpoint.pt); reliability diagrams were skipped.)"]
     lines.append("")
     return "\n".join(lines)
 
@@ -387,7 +406,7 @@ def write_report(runs_root: str | Path = "runs", *, suite: str | None = None,
         ...     "does not exist" in str(exc)
         True
     """
-    summaries = summarize(runs_root, suite=suite)
+    summaries = summarize(runs_root, suite=suite, recompute_reliability=plots)
     out_dir = Path(out) if out is not None else Path(runs_root) / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
