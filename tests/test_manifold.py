@@ -217,3 +217,14 @@ def test_shared_submodule_is_mixed_at_its_first_call_only():
         a = torch.stack([0.3 * a[i] + 0.7 * a[int(PERM[i])] for i in range(5)])
         logits = net.head(torch.tanh(net.shared(torch.tanh(a))))
     torch.testing.assert_close(out.logits.detach(), logits)
+
+
+def test_erm_and_fast_mixupe_run_on_graph_batches():
+    net = seeded(GraphNet().double())
+    data = FakeGraphBatch(randn(9, 4, seed=3), torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 4]), 5)
+    out = mixupe.ERM(num_classes=3)(net, data, Y)
+    with torch.no_grad():
+        ref = sum(ce(row, int(label)) for row, label in zip(net(data), Y, strict=True)) / 5
+    assert abs(float(out.loss.detach()) - ref) < 1e-12
+    obj = mixupe.MixupE(mixing=mixupe.ManifoldMixup(layers=["pool"], num_classes=3), version=3)
+    assert torch.isfinite(obj(net, data, Y).loss)

@@ -236,8 +236,8 @@ class Objective:
     def _finite_loss(self, loss: Tensor) -> None:
         if self.check_finite and not bool(torch.isfinite(loss)):
             raise NonFiniteLossError(
-                f"{type(self).__name__} loss is {float(loss)}: training diverged. Lower the "
-                "learning rate (or eta for MixupE), check the inputs for NaN/inf, or use "
+                f"{type(self).__name__} loss is {float(loss.detach())}: training diverged. "
+                "Lower the learning rate (or eta for MixupE), check the inputs for NaN/inf, or use "
                 "gradient clipping; do not continue from this step."
             )
 

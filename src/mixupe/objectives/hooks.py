@@ -52,11 +52,6 @@ def forward_with_transform(
         [2.0]
     """
     if layer == INPUT_LAYER:
-        if not isinstance(x, Tensor):
-            raise ConfigError(
-                f"cannot mix at 'input' for inputs of type {type(x).__name__}: for graph "
-                "batches mix the pooled embedding, e.g. ManifoldMixup(layers=['pool'])."
-            )
         return model(fn(x))
     modules = dict(model.named_modules())
     if layer not in modules or not layer:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from mixupe import functional as MF
 from mixupe.errors import ConfigError, InputError
 from mixupe.objectives.base import Mixer, MixPlan
-from mixupe.objectives.hooks import check_layer_names
+from mixupe.objectives.hooks import INPUT_LAYER, check_layer_names
 
 __all__ = ["ManifoldMixup"]
 
@@ -121,6 +121,11 @@ class ManifoldMixup(Mixer):
             layer = layers[index]
         else:
             check_layer_names(model, (layer,))
+        if layer == INPUT_LAYER and not isinstance(x, Tensor):
+            raise ConfigError(
+                f"cannot mix at 'input' for inputs of type {type(x).__name__}: for graph "
+                "batches mix the pooled embedding, e.g. ManifoldMixup(layers=['pool'])."
+            )
         lam_t, perm_t = self._lam_perm(
             batch_size, device=device, dtype=dtype, lam=lam, perm=perm, generator=generator
         )
