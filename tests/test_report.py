@@ -236,6 +236,7 @@ def test_runs_outside_suites_are_grouped_by_config(tmp_path: Path):
     (summary,) = summarize(tmp_path)
     assert len(summary.cells) == 2
     mixup = next(c for c in summary.cells if "mixup" in c.arm)
+    assert mixup.arm == "mlp/mixup-a0.4/e2"  # the run name without dataset, seed and hash
     assert mixup.seeds == [0, 1]
     assert mixup.ci["acc"] == pytest.approx(t_interval([0.8, 0.9]))
     erm = next(c for c in summary.cells if c is not mixup)

@@ -229,7 +229,7 @@ def _adhoc_summary(runs_root: Path, names: Sequence[str],
         rec = read_run(runs_root, name)
         config = {k: v for k, v in rec.config.items() if k != "seed"}
         dataset = str(config.get("dataset", name.split("/")[0]))
-        arm = name.rsplit("/", 1)[0] if "/" in name else name
+        arm = re.sub(r"-?seed\d+-[0-9a-f]+$", "", name).rstrip("/")
         arm = arm[len(dataset) + 1:] if arm.startswith(dataset + "/") else arm
         key = repr(sorted(config.items(), key=lambda kv: kv[0])) if config else name
         group = groups.setdefault(key, {"dataset": dataset, "arm": arm, "runs": {}})
