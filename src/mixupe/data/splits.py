@@ -208,9 +208,9 @@ class Standardiser:
 
     @classmethod
     def fit(cls, x: np.ndarray, *, axes: Sequence[int]) -> Standardiser:
-        x64 = np.asarray(x, dtype=np.float64)
-        mean = x64.mean(axis=tuple(axes), keepdims=True)
-        std = x64.std(axis=tuple(axes), keepdims=True)
+        # float64 accumulation without a float64 copy of the whole array.
+        mean = np.mean(x, axis=tuple(axes), keepdims=True, dtype=np.float64)
+        std = np.std(x, axis=tuple(axes), keepdims=True, dtype=np.float64)
         std = np.where(std > 1e-12, std, 1.0)
         return cls(mean, std)
 
@@ -274,7 +274,8 @@ def make_tensor_dataset(
     else:
         assert test_idx is not None  # internal invariant: drawn above
         x_test, y_test = x[test_idx], y[test_idx]
-    scaler = Standardiser.fit(x[train_idx], axes=standardise_axes)
+    x_train = x[train_idx]
+    scaler = Standardiser.fit(x_train, axes=standardise_axes)
     extra = dict(info or {})
     extra["standardisation"] = {"mean": scaler.mean.squeeze(), "std": scaler.std.squeeze()}
     extra["indices"] = {"train": train_idx, "val": val_idx}
@@ -282,7 +283,7 @@ def make_tensor_dataset(
         extra["indices"]["test"] = test_idx
     return Dataset(
         name=name,
-        train=tensor_split(scaler.apply(x[train_idx]), y[train_idx]),
+        train=tensor_split(scaler.apply(x_train), y[train_idx]),
         val=tensor_split(scaler.apply(x[val_idx]), y[val_idx]),
         test=tensor_split(scaler.apply(x_test), y_test),
         num_classes=num_classes,
