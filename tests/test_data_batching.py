@@ -123,3 +123,14 @@ def test_bad_arguments_raise():
         next(batches(split, batch_size=2, shuffle=False, rank=3, world_size=2))
     with pytest.raises(ConfigError, match=r"takes a TensorSplit or GraphSplit, got list"):
         next(batches([1, 2], batch_size=2, shuffle=False))
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_editing_a_batch_in_place_leaves_the_split_intact(shuffle):
+    split = indexed_split(8)
+    before = split.x.clone()
+    for x, y in batches(split, batch_size=3, shuffle=shuffle,
+                        generator=torch.Generator().manual_seed(0)):
+        x.mul_(0)
+        y.zero_()
+    assert torch.equal(split.x, before) and torch.equal(split.y, torch.arange(8) % 3)

@@ -6,7 +6,7 @@ seeded generator and takes the strided shard ``perm[rank::world_size]``, as
 ``DistributedSampler`` does. With ``drop_last=False`` the permutation is padded by wrapping
 around to a multiple of ``world_size`` (a few samples appear twice in the epoch); with
 ``drop_last=True`` the remainder is dropped instead, and the last partial batch of each rank
-is dropped too.
+is dropped too. Batches are always copies, never views of the split.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def batches(
         for start in range(0, stop, batch_size):
             end = min(start + batch_size, stop)
             if order is None:
-                x, y = x_all[start:end], y_all[start:end]
+                # Copies, not views: a caller that edits a batch in place must not edit the data.
+                x, y = x_all[start:end].clone(), y_all[start:end].clone()
             else:
                 index = order[start:end]
                 x, y = x_all.index_select(0, index), y_all.index_select(0, index)
