@@ -411,7 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.verbose:
-        logging.getLogger("mixupe.bench").setLevel(logging.WARNING)
+        # Progress bars show loss and accuracy; per-epoch log lines are for logs without them.
+        # A suite logs one line per run instead of one per epoch.
+        quiet_engine = args.command == "bench" or (
+            args.command == "train" and _progress_wanted(args.no_progress))
+        if quiet_engine:
+            logging.getLogger("mixupe.engine").setLevel(logging.WARNING)
+        if args.command == "bench" and _progress_wanted(args.no_progress):
+            logging.getLogger("mixupe.bench").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)
     except NonFiniteLossError as exc:
