@@ -175,3 +175,13 @@ def test_real_engine_interrupted_suite_resumes_to_identical_results(tmp_path: Pa
         b = json.loads((tmp_path / "resumed" / name / "result.json").read_text())
         assert a["val"] == b["val"] and a["test"] == b["test"]
         assert a["train_steps"] == b["train_steps"]
+
+
+def test_a_single_point_arm_runs_every_seed_even_after_a_divergence(tmp_path: Path):
+    suite = parse_suite(suite_dict(datasets=[{"name": "digits"}],
+                                   arms=[{"label": "E", "method": "mixupe", "eta": 0.1}]))
+    fake = FakeTrain(diverge={(0.1, 0)})
+    outcome = run_suite(suite, runs_root=tmp_path, train_fn=fake)
+    plan = plan_suite(suite)
+    assert [c[0] for c in fake.calls] == names(plan, "E", "digits")
+    assert len(outcome.failed) == 1 and outcome.unselected == []

@@ -291,3 +291,18 @@ def test_reliability_recomputed_from_checkpoint_matches_the_recorded_ece(tmp_pat
     result["test"]["ece"] += 0.01
     (rec.path / "result.json").write_text(json.dumps(result))
     assert recompute_reliability(read_run(tmp_path, cfg.run_name())) is None
+
+
+def test_single_point_arm_reports_the_seeds_that_finished(tmp_path: Path):
+    suite = parse_suite({"name": "one", "seeds": [0, 1, 2], "datasets": [{"name": "digits"}],
+                         "arms": [{"label": "ERM", "method": "erm"}]})
+    plans = expand(suite)
+    write_manifest(tmp_path, manifest(suite, plans))
+    configs = plans[0].points[0].configs
+    write_run(tmp_path, configs[0], val_acc=0.9, test={m: 0.7 for m in METRICS})
+    write_run(tmp_path, configs[1], val_acc=0.9, test={m: 0.8 for m in METRICS}, failed=True)
+    (summary,) = summarize(tmp_path)
+    cell = summary.cells[0]
+    assert cell.chosen == 0 and cell.seeds == [0]
+    assert cell.failed == 1 and cell.missing == 1
+    assert cell.ci["acc"][0] == pytest.approx(0.7)

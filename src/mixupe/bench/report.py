@@ -148,6 +148,9 @@ def _summarize_cell(runs_root: Path, dataset: str, arm: str, points: Sequence[Ma
         ok = ok and all(isinstance(v, int | float) and math.isfinite(v) for v in vals)
         scores.append([float(v) for v in vals] if ok else None)
     cell.chosen = choose_point(scores)
+    if cell.chosen is None and len(records) == 1 and any(
+            r.status == "complete" for r in records[0].values()):
+        cell.chosen = 0  # a single point needs no selection: report the seeds that finished
     # Bookkeeping counts every run that exists for this cell, chosen or not.
     for recs in records:
         for rec in recs.values():
@@ -163,7 +166,8 @@ def _summarize_cell(runs_root: Path, dataset: str, arm: str, points: Sequence[Ma
         return cell
     chosen = records[cell.chosen]
     cell.params = dict(points[cell.chosen].get("params", {}))
-    cell.selection_val = sum(scores[cell.chosen] or []) / max(1, len(scores[cell.chosen] or []))
+    chosen_scores = scores[cell.chosen] or []
+    cell.selection_val = (sum(chosen_scores) / len(chosen_scores)) if chosen_scores else math.nan
     complete = {s: r for s, r in chosen.items() if r.status == "complete"}
     cell.missing = sum(1 for r in chosen.values() if r.status in ("missing", "partial"))
     for metric in METRICS:

@@ -100,6 +100,8 @@ def run_status(runs_root: str | Path, config: TrainConfig) -> str:
 
 
 def _choose(runs_root: Path, plan: ArmPlan, selection: Sequence[int]) -> int | None:
+    if len(plan.points) == 1:
+        return 0  # nothing to select: every seed runs whatever the selection runs did
     scores: list[list[float] | None] = []
     for point in plan.points:
         recs = [read_run(runs_root, point.configs[s].run_name()) for s in selection]

@@ -3,8 +3,9 @@
 For each dataset x arm, every grid point runs with the selection seeds; the point with the
 highest mean final-epoch validation accuracy over those seeds is chosen. A point is eligible
 only when every selection seed completed (a diverged or unfinished run rules it out). Ties go
-to the point listed first in the grid. The arm's reported test numbers are the final-epoch
-test metrics of the chosen point over all seeds.
+to the point listed first in the grid. An arm with a single point needs no selection: all
+its seeds run and the seeds that completed are reported. The arm's reported test numbers are
+the final-epoch test metrics of the chosen point over all seeds.
 
 Example:
     >>> choose_point([[0.80, 0.82], [0.85, 0.83], None])
@@ -21,7 +22,8 @@ PROTOCOL = (
     "Hyper-parameters are selected on the validation split: for each dataset and arm, every "
     "grid point is trained with the selection seeds, and the point with the best mean "
     "final-epoch validation accuracy over those seeds is chosen (a point with a diverged or "
-    "unfinished selection run is not eligible; ties go to the first point in the grid). "
+    "unfinished selection run is not eligible; ties go to the first point in the grid; an arm "
+    "with a single point is reported over the seeds that completed). "
     "Reported numbers are final-epoch TEST metrics of the chosen point over all seeds "
     "(mean ± 95 % Student-t interval). Paired differences compare arms seed by seed against "
     "the baseline arm's chosen point."
