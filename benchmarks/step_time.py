@@ -406,6 +406,21 @@ def format_cell(cell: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def ratio_matrix(cells: Sequence[dict[str, Any]]) -> str:
+    """Every method's ratio to Mixup in every cell, "wall/cpu", one line per method."""
+    heads = [f"{c['model'].replace('preact-resnet18', 'resnet')}@{c['batch_size']}"
+             for c in cells]
+    lines = [f"{'ratio to mixup':<18}" + "".join(f"{h:>14}" for h in heads)]
+    for name in [r["method"] for r in cells[0]["rows"]] if cells else []:
+        values = []
+        for cell in cells:
+            row = next((r for r in cell["rows"] if r["method"] == name), None)
+            values.append("-" if row is None else
+                          f"{row['vs_mixup']:.2f}/{row['cpu_vs_mixup']:.2f}")
+        lines.append(f"{name:<18}" + "".join(f"{v:>14}" for v in values))
+    return "\n".join(lines)
+
+
 def machine_info(threads: int, device: torch.device) -> dict[str, Any]:
     """Cores, torch version, threads and load, printed with the results."""
     info: dict[str, Any] = {
@@ -434,7 +449,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cnn-batch-sizes", nargs="+", type=int, default=[64, 128])
     p.add_argument("--resnet-batch-sizes", nargs="+", type=int, default=[16, 32],
                    help="batch sizes of preact-resnet18 (slower on a CPU)")
-    p.add_argument("--mlp-steps", type=int, default=200, help="timed steps per method (MLP)")
+    p.add_argument("--mlp-steps", type=int, default=100, help="timed steps per method (MLP)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per method (small CNN)")
     p.add_argument("--resnet-steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds before timing")
@@ -490,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               device=device, seed=args.seed)
             cells.append(cell)
             print(format_cell(cell), flush=True)
+    print("\n" + ratio_matrix(cells))
     info["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"\nload average at start {info['load_average']}, at end {info['load_average_end']}")
     result = {"machine": info, "argv": sys.argv[1:] if argv is None else list(argv),

@@ -208,3 +208,15 @@ def test_bad_options_exit_with_the_fix() -> None:
         st.parse_args(["--steps", "1"])
     with pytest.raises(SystemExit, match="unknown method"):
         st.select_specs(["v9-separate"])
+
+
+def test_ratio_matrix_lists_every_method_and_cell() -> None:
+    def cell(model: str, b: int, ratio: float) -> dict:
+        rows = [{"method": "mixup", "vs_mixup": 1.0, "cpu_vs_mixup": 1.0},
+                {"method": "v3-fused", "vs_mixup": ratio, "cpu_vs_mixup": ratio / 2}]
+        return {"model": model, "batch_size": b, "rows": rows}
+
+    text = st.ratio_matrix([cell("mlp", 64, 1.5), cell("preact-resnet18", 16, 1.25)])
+    lines = text.splitlines()
+    assert lines[0].split() == ["ratio", "to", "mixup", "mlp@64", "resnet@16"]
+    assert lines[2].split() == ["v3-fused", "1.50/0.75", "1.25/0.62"]
