@@ -113,20 +113,7 @@ def test_tensor_models_run_every_objective(model_name, kind):
     run_and_train(model_name, kind)
 
 
-GRAPH_CASES = [
-    pytest.param(
-        "erm",
-        marks=pytest.mark.xfail(
-            reason="objectives: ERM plans layer='input' and forward_with_transform refuses "
-            "non-tensor inputs there, so ERM on a PyG Batch raises ConfigError (reported)",
-            strict=False,
-        ),
-    ),
-    *[k for k in GRAPH_OBJECTIVES if k != "erm"],
-]
-
-
-@pytest.mark.parametrize("kind", GRAPH_CASES)
+@pytest.mark.parametrize("kind", GRAPH_OBJECTIVES)
 def test_gin_runs_every_graph_objective(kind):
     run_and_train("gin", kind)
 
