@@ -77,7 +77,7 @@ _REGISTRY: dict[str, _Entry] = {
     ),
     "fashion-mnist-superpixels": _Entry(
         superpixels.load_superpixels, "graphs", 10, (superpixels.NODE_FEATURES,),
-        "60000 train + 10000 test (limit= builds fewer)",
+        "60000 + 10000 (limit= fewer)",
         "built from Fashion-MNIST with scikit-image SLIC, cached on disk", True,
     ),
 }
