@@ -25,6 +25,9 @@ from mixupe.bench.report import CellSummary, SuiteSummary
 
 __all__ = ["plot_accuracy", "plot_learning_curves", "plot_reliability", "plot_suite"]
 
+MIN_BIN_SAMPLES = 5
+MIN_BIN_SHARE = 0.005
+
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "suite"
@@ -132,23 +135,27 @@ def plot_reliability(summary: SuiteSummary, path: str | Path) -> Path | None:
         ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
         for cell in (c for c in summary.cells if c.dataset == dataset and c.reliability):
             rel = cell.reliability or {}
-            pts = [(cf, ac) for cf, ac, n in zip(rel["conf"], rel["acc"], rel["count"],
-                                                 strict=True)
-                   if n and math.isfinite(cf) and math.isfinite(ac)]
-            if not pts:
+            bins = [(cf, ac, n) for cf, ac, n in zip(rel["conf"], rel["acc"], rel["count"],
+                                                     strict=True)
+                    if n and math.isfinite(cf) and math.isfinite(ac)]
+            if not bins:
                 continue
+            total = sum(n for _, _, n in bins)
+            # Bins holding a handful of samples are noise: shown as hollow markers, off the line.
+            enough = max(MIN_BIN_SAMPLES, MIN_BIN_SHARE * total)
+            solid = [b for b in bins if b[2] >= enough]
+            sparse = [b for b in bins if b[2] < enough]
             ece = cell.ci.get("ece", (math.nan, math.nan))[0]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2, color=colors[cell.arm],
+            color = colors[cell.arm]
+            ax.plot([b[0] for b in solid], [b[1] for b in solid], lw=1.2, color=color,
                     label=f"{cell.arm} (ECE {ece * 100:.1f} %)")
             # Marker area proportional to the bin's share of the samples.
-            total = sum(rel["count"])
-            sizes = [max(4.0, 300.0 * n / total) for n in rel["count"] if n]
-            finite = [(cf, ac) for cf, ac, n in zip(rel["conf"], rel["acc"], rel["count"],
-                                                    strict=True) if n]
-            ax.scatter([p[0] for p in finite], [p[1] for p in finite], s=sizes,
-                       color=colors[cell.arm], alpha=0.6, edgecolors="none")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
+            ax.scatter([b[0] for b in solid], [b[1] for b in solid], color=color, alpha=0.6,
+                       s=[max(6.0, 300.0 * b[2] / total) for b in solid], edgecolors="none")
+            ax.scatter([b[0] for b in sparse], [b[1] for b in sparse], s=14,
+                       facecolors="none", edgecolors=color, linewidths=0.8)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(-0.03, 1.03)
         ax.set_aspect("equal")
         ax.set_title(dataset)
         ax.set_xlabel("confidence")
@@ -156,7 +163,9 @@ def plot_reliability(summary: SuiteSummary, path: str | Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{summary.name}: reliability on test, pooled over seeds\n"
-                 "(above the diagonal: under-confident; marker area: share of samples)",
+                 "(above the diagonal: under-confident; marker area: share of samples; "
+                 f"hollow: bins with < {MIN_BIN_SAMPLES} samples or "
+                 f"< {MIN_BIN_SHARE * 100:g} % of them)",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
