@@ -143,7 +143,13 @@ def _add_field_options(parser: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------- parser
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows an option's default, unless it is None/False or the help text already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="write the Markdown report and plots for a runs directory",
         formatter_class=_Formatter,
         description="Read run directories (never retrains) and write report.md with one table "
-                    "per suite (mean ± 95 %% CI, chosen hyper-parameters, paired differences) "
+                    "per suite (mean ± 95 % CI, chosen hyper-parameters, paired differences) "
                     "and PNG plots; the Markdown is also printed.")
     report.add_argument("runs_dir", nargs="?", type=Path, default=Path("runs"), metavar="RUNS_DIR",
                         help="directory that holds run directories")
