@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -347,7 +348,8 @@ def write_manifest(runs_root: str | Path, record: Mapping[str, Any]) -> Path:
     """Write a suite manifest atomically and return its path."""
     path = manifest_path(runs_root, str(record["suite"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
+    # A per-process temp name: two workers may run pieces of one suite at once.
+    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
     tmp.replace(path)
     return path
