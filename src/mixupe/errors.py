@@ -34,7 +34,10 @@ class NonFiniteLossError(MixupeError, FloatingPointError):
 
 
 class DataUnavailableError(MixupeError, FileNotFoundError):
-    """A data file or the package that ships it is missing; the message names the install command."""
+    """A data file or the package that ships it is missing.
+
+    The message names the command that installs it.
+    """
 
 
 class CorruptDataError(MixupeError, ValueError):

@@ -77,8 +77,8 @@ def sample_lambda(
     n = batch_size if per_sample else 1
     # Beta(a, a) is the first coordinate of a Dirichlet(a, a); sampled in float64 for accuracy.
     conc = torch.full((n, 2), float(alpha), dtype=torch.float64, device=generator.device)
-    lam = torch._sample_dirichlet(conc, generator=generator)[:, 0].to(dtype)
-    return lam if per_sample else lam[0]
+    draw = torch._sample_dirichlet(conc, generator=generator)
+    return draw[:, 0].to(dtype) if per_sample else draw[0, 0].to(dtype)
 
 
 def sample_permutation(batch_size: int, *, generator: torch.Generator) -> Tensor:
@@ -110,8 +110,9 @@ def mix_inputs(x: Tensor, perm: Tensor, lam: Tensor | float) -> Tensor:
         >>> mix_inputs(x, torch.tensor([1, 0]), 0.25).flatten().tolist()
         [0.75, 0.25]
     """
-    lam_t = torch.as_tensor(lam, device=x.device).to(x.dtype)
-    lam_t = _per_sample_view(lam_t, x.dim())
+    if not (isinstance(lam, Tensor) and lam.dtype == x.dtype and lam.device == x.device):
+        lam = torch.as_tensor(lam, device=x.device).to(x.dtype)
+    lam_t = _per_sample_view(lam, x.dim())
     return x * lam_t + x[perm] * (1 - lam_t)
 
 
@@ -168,7 +169,9 @@ def mix_targets(
             "or float soft targets of shape (B, K)."
         )
     k = targets.shape[-1]
-    lam_t = _per_sample_view(torch.as_tensor(lam, device=targets.device).to(dtype), 2)
+    if not (isinstance(lam, Tensor) and lam.dtype == dtype and lam.device == targets.device):
+        lam = torch.as_tensor(lam, device=targets.device).to(dtype)
+    lam_t = _per_sample_view(lam, 2)
     mixed = targets * lam_t + targets[perm] * (1 - lam_t)
     if label_smoothing > 0:
         mixed = mixed * (1.0 - label_smoothing) + label_smoothing / k

@@ -110,8 +110,10 @@ class Objective:
         num_classes: number of classes; required when labels are integers.
         label_smoothing: smoothing ``eps`` of the (mixed) targets, default 0.
         seed: seed of the objective's own CPU generator (default 0).
-        generator: an explicit generator instead of ``seed`` (put it on the GPU for a step
-            without host-to-device copies of lambda and the permutation).
+        generator: an explicit generator instead of ``seed``. A CPU generator (the default)
+            costs two tiny host-to-device copies per step; a GPU generator avoids them, but
+            :class:`ManifoldMixup` then waits on the device once per step to read the layer
+            index it drew.
         validate: check label range and finite inputs (synchronises with the device; turn it
             off in a hot training loop once the data are trusted). Shape and dtype checks
             always run, they cost nothing.

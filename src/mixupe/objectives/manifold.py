@@ -117,7 +117,9 @@ class ManifoldMixup(Mixer):
         """Draw (or take) the layer, lambda and the permutation."""
         layers = self.layers_for(model)
         if layer is None:
-            index = int(torch.randint(len(layers), (1,), generator=generator))
+            # Drawn where the generator lives; reading it is free for a CPU generator.
+            index = int(torch.randint(len(layers), (1,), generator=generator,
+                                      device=generator.device))
             layer = layers[index]
         else:
             check_layer_names(model, (layer,))

@@ -434,30 +434,33 @@ class MixupE(Objective):
             scores = MF.fast_score(logits_clean, clean_smoothed, detach_probs=self.version == 4)
 
         if self.version in (1, 3) and self.threshold is not None:
-            selected = (scores.detach() < self.threshold).to(scores.dtype)
+            keep = scores.detach() < self.threshold
+            term = torch.where(keep, scores, 0.0).sum()
+            selected_fraction = keep.to(scores.dtype).mean()
         else:
-            selected = torch.ones_like(scores)
-        term_scores = scores.abs() if self.version == 2 else scores * selected
+            term = scores.abs().sum() if self.version == 2 else scores.sum()
+            selected_fraction = torch.ones((), dtype=scores.dtype, device=scores.device)
         sign = 1.0 if self.version in (1, 2) else float(self.fast_sign)
-        regulariser = sign * self.eta * self.c * term_scores.sum() / batch_size
+        regulariser = sign * self.eta * self.c * term / batch_size
         total = mixup_loss + regulariser
-        scale = torch.ones_like(total)
+        ml = mixup_loss.detach()
         if self.rescale:
             mag = total.detach().abs()
-            scale = torch.where(mag > 0, mixup_loss.detach().abs() / mag, scale)
+            scale = torch.where(mag > 0, ml.abs() / mag, 1.0)
             total = scale * total
+        else:
+            scale = torch.ones_like(ml)
         self._finite_loss(total)
 
-        ml = mixup_loss.detach()
         reg = regulariser.detach()
         stats = {
             "loss": total.detach(),
             "mixup_loss": ml,
             "regulariser": reg,
             "regulariser_ratio": reg.abs() / ml.abs().clamp_min(torch.finfo(ml.dtype).tiny),
-            "selected_fraction": selected.detach().mean(),
+            "selected_fraction": selected_fraction,
             "score_mean": scores.detach().mean(),
-            "rescale": scale.detach(),
+            "rescale": scale,
             "lam": plan.lam.detach().mean(),
         }
         return ObjectiveOutput(
