@@ -499,7 +499,8 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
         if mix is not None and reg is not None:  # MixupE
             acc[1] += mix
             acc[2] += reg
-            acc[3] += reg.abs() / mix.abs().clamp_min(1e-300)
+            ratio = _stat(out, "regulariser_ratio")
+            acc[3] += ratio if ratio is not None else reg.abs() / mix.abs().clamp_min(1e-300)
             sel = _stat(out, "selected_fraction")
             acc[4] += sel if sel is not None else 1.0
             acc[5] += 1
