@@ -141,7 +141,8 @@ def test_bench_smoke_end_to_end_then_report(capsys, tmp_path: Path):
     report = root / "report" / "report.md"
     assert report.read_text().strip() == out.strip()
     pngs = sorted(p.name for p in (root / "report").glob("*.png"))
-    assert pngs == ["smoke-accuracy.png", "smoke-learning-curves.png", "smoke-reliability.png"]
+    assert pngs == ["smoke-accuracy.png", "smoke-differences.png", "smoke-learning-curves.png",
+                    "smoke-reliability.png"]
     for png in (root / "report").glob("*.png"):
         assert png.stat().st_size > 10_000
     code, _, err = run_cli(capsys, *argv)

@@ -187,9 +187,12 @@ def test_markdown_table_shows_the_numbers(fake_runs):
     assert "- digits / Mixup: reg_ratio" not in text  # diagnostics only for MixupE arms
     mixup = summary.cell("digits", "Mixup")
     assert f"- digits / Mixup: `digits/mlp/mixup-a{mixup.params['alpha']:g}/e3`" in text
-    # Two datasets x three arms = six table rows.
-    assert sum(1 for line in text.splitlines() if line.startswith("| digits") or
+    # Two datasets x three arms = six rows in the main table; then a glance row per dataset
+    # and a paired row per dataset and non-baseline arm.
+    main_table, rest = text.split("### At a glance")
+    assert sum(1 for line in main_table.splitlines() if line.startswith("| digits") or
                line.startswith("| satimage")) == 6
+    assert sum(1 for line in rest.splitlines() if line.startswith("| digits")) == 1 + 2
 
 
 def test_reliability_pooled_over_seeds_by_count(tmp_path: Path):
@@ -220,7 +223,8 @@ def test_report_writes_markdown_and_plots(fake_runs):
     assert files.markdown == root / "report" / "report.md"
     assert files.markdown.read_text() == files.text
     names = sorted(p.name for p in files.plots)
-    assert names == ["fake-accuracy.png", "fake-learning-curves.png"]  # no reliability data
+    assert names == ["fake-accuracy.png", "fake-differences.png",
+                     "fake-learning-curves.png"]  # no reliability data
     for path in files.plots:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 10_000

@@ -225,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--suite", metavar="NAME", help="report only this suite")
     report.add_argument("--out", type=Path, help="output directory (default: RUNS_DIR/report)")
     report.add_argument("--no-plots", action="store_true", help="write report.md only")
+    report.add_argument("--document", type=Path, metavar="FILE",
+                        help="also write one Markdown document: --preamble's text, then the "
+                             "report, image links relative to FILE (e.g. docs/RESULTS.md); "
+                             "every 'mean ± half' the preamble quotes must be in the report")
+    report.add_argument("--preamble", type=Path, metavar="FILE",
+                        help="hand-written Markdown (title, set-up, conclusion) that opens "
+                             "--document")
 
     data = sub.add_parser("data", help="list, describe or prepare datasets",
                           description="Datasets shipped in packages or under a root folder.")
@@ -358,9 +365,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from mixupe.bench.report import write_report
 
-    files = write_report(args.runs_dir, suite=args.suite, out=args.out, plots=not args.no_plots)
+    files = write_report(args.runs_dir, suite=args.suite, out=args.out, plots=not args.no_plots,
+                         document=args.document, preamble=args.preamble)
     _out(files.text)
     _err(f"report: {files.markdown}")
+    if files.document is not None:
+        _err(f"document: {files.document}")
     for path in files.plots:
         _err(f"plot: {path}")
     return EXIT_OK

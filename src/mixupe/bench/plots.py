@@ -23,7 +23,8 @@ from matplotlib.ticker import MaxNLocator
 
 from mixupe.bench.report import CellSummary, SuiteSummary
 
-__all__ = ["plot_accuracy", "plot_learning_curves", "plot_reliability", "plot_suite"]
+__all__ = ["plot_accuracy", "plot_differences", "plot_learning_curves", "plot_reliability",
+           "plot_suite"]
 
 MIN_BIN_SAMPLES = 5
 MIN_BIN_SHARE = 0.005
@@ -124,6 +125,48 @@ def plot_accuracy(summary: SuiteSummary, path: str | Path) -> Path | None:
     return Path(path)
 
 
+def plot_differences(summary: SuiteSummary, path: str | Path) -> Path | None:
+    """Paired test-accuracy difference of every arm minus the baseline, with 95 % intervals.
+
+    One panel per dataset; the dots are the per-seed differences, the dashed line is zero.
+    """
+    if summary.baseline is None:
+        return None
+    datasets = _datasets_with(summary, lambda c: "acc" in c.paired)
+    if not datasets:
+        return None
+    colors = _colors(summary.arms)
+    arms = [a for a in summary.arms if a != summary.baseline]
+    fig, axes = _panels(len(datasets), width=4.6, height=0.45 * len(arms) + 1.6)
+    for ax, dataset in zip(axes, datasets, strict=True):
+        base = summary.cell(dataset, summary.baseline)
+        for row, arm in enumerate(arms):
+            cell = summary.cell(dataset, arm)
+            paired = cell.paired.get("acc") if cell is not None else None
+            if cell is None or paired is None or base is None:
+                continue
+            y = len(arms) - 1 - row
+            err = paired.half * 100 if math.isfinite(paired.half) else 0.0
+            ax.errorbar([paired.mean * 100], [y], xerr=[err], fmt="o", capsize=4, ms=6,
+                        color=colors[arm])
+            seeds = sorted(set(cell.test["acc"]) & set(base.test["acc"]))
+            per_seed = [(cell.test["acc"][s] - base.test["acc"][s]) * 100 for s in seeds]
+            ax.scatter(per_seed, [y - 0.18] * len(per_seed), s=9, color=colors[arm], alpha=0.5)
+        ax.axvline(0.0, color="grey", ls="--", lw=1)
+        ax.set_yticks(range(len(arms)))
+        ax.set_yticklabels(list(reversed(arms)), fontsize=8)
+        ax.set_ylim(-0.7, len(arms) - 0.4)
+        ax.set_title(dataset)
+        ax.set_xlabel(f"test accuracy minus {summary.baseline} (pp)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{summary.name}: paired difference against {summary.baseline}, "
+                 "mean ± 95 % CI (dots: seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_reliability(summary: SuiteSummary, path: str | Path) -> Path | None:
     """Reliability diagrams (accuracy against confidence per bin), pooled over seeds."""
     datasets = _datasets_with(summary, lambda c: c.reliability is not None)
@@ -179,6 +222,7 @@ def plot_suite(summary: SuiteSummary, out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     stem = _slug(summary.name)
     written = [
+        plot_differences(summary, out / f"{stem}-differences.png"),
         plot_learning_curves(summary, out / f"{stem}-learning-curves.png"),
         plot_accuracy(summary, out / f"{stem}-accuracy.png"),
         plot_reliability(summary, out / f"{stem}-reliability.png"),

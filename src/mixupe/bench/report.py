@@ -16,7 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,12 +29,36 @@ from mixupe.bench.reliability import recompute_reliability
 from mixupe.bench.rundirs import METRICS, RunRecord, find_runs, read_run
 from mixupe.bench.selection import PROTOCOL, choose_point
 from mixupe.bench.suites import read_manifests
-from mixupe.engine.metrics import mean_ci, paired_diff_ci
+from mixupe.engine.metrics import holm_adjust, mean_ci, paired_diff_ci, paired_t_pvalue
 from mixupe.errors import ConfigError
 
-__all__ = ["CellSummary", "SuiteSummary", "render_markdown", "summarize", "write_report"]
+__all__ = ["CellSummary", "Paired", "SuiteSummary", "render_glance", "render_markdown",
+           "stale_quotes", "summarize", "write_report"]
 
 ADHOC = "(runs outside any suite)"
+# Metrics compared seed by seed between arms (accuracy first: the Holm family is over it).
+PAIRED_METRICS = ("acc", "nll", "ece", "fgsm_acc")
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired comparison A minus B over the seeds both arms completed.
+
+    ``p`` is the two-sided paired t-test p-value; ``p_holm`` is Holm-adjusted over the
+    comparison's family (every arm against the baseline of the suite, or every contrast),
+    NaN where no family adjustment applies (only accuracy is adjusted).
+    """
+
+    mean: float
+    half: float
+    n: int
+    p: float
+    p_holm: float = math.nan
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the 95 % interval lies entirely on one side of zero."""
+        return math.isfinite(self.half) and abs(self.mean) > self.half
 
 
 @dataclass
@@ -50,11 +76,13 @@ class CellSummary:
     test: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> value
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (mean, half)
     diff: tuple[float, float, int] | None = None  # acc difference vs baseline: mean, half, n
+    paired: dict[str, Paired] = field(default_factory=dict)  # metric -> this arm minus baseline
     curves: dict[int, list[float]] = field(default_factory=dict)  # seed -> val acc per epoch
     reliability: dict[str, list[float]] | None = None
     train_extra: dict[str, float] = field(default_factory=dict)  # e.g. reg_ratio, selected_frac
     failed: int = 0
     missing: int = 0
+    selection_pending: int = 0  # grid points whose selection runs have not all finished
     runs: int = 0
     wall_s: float = 0.0
     failures: list[str] = field(default_factory=list)
@@ -77,6 +105,9 @@ class SuiteSummary:
     datasets: list[str]
     arms: list[str]
     cells: list[CellSummary]
+    contrasts: list[tuple[str, str]] = field(default_factory=list)
+    # (dataset, A, B) -> metric -> A minus B, for every contrast the suite declares
+    contrast_results: dict[tuple[str, str, str], dict[str, Paired]] = field(default_factory=dict)
 
     def cell(self, dataset: str, arm: str) -> CellSummary | None:
         """The cell of ``dataset`` x ``arm``, if the suite has it."""
@@ -147,7 +178,16 @@ def _summarize_cell(runs_root: Path, dataset: str, arm: str, points: Sequence[Ma
         vals = [r.final("val").get("acc") for r in chosen_recs] if ok else []
         ok = ok and all(isinstance(v, int | float) and math.isfinite(v) for v in vals)
         scores.append([float(v) for v in vals] if ok else None)
-    cell.chosen = choose_point(scores)
+    # No choice is announced while a grid point's selection runs are still missing or partial
+    # (the runner, too, chooses only after every selection run ended): a partial study must
+    # not show a "chosen" point that a later run can displace.
+    cell.selection_pending = sum(
+        1 for recs in records
+        if any(recs[s].status in ("missing", "partial") for s in selection_seeds if s in recs))
+    if len(records) > 1 and cell.selection_pending:
+        cell.chosen = None
+    else:
+        cell.chosen = choose_point(scores)
     if cell.chosen is None and len(records) == 1 and any(
             r.status == "complete" for r in records[0].values()):
         cell.chosen = 0  # a single point needs no selection: report the seeds that finished
@@ -189,24 +229,59 @@ def _summarize_cell(runs_root: Path, dataset: str, arm: str, points: Sequence[Ma
     return cell
 
 
-def _paired_differences(summary: SuiteSummary) -> None:
-    if summary.baseline is None:
-        return
-    for dataset in summary.datasets:
-        base = summary.cell(dataset, summary.baseline)
-        if base is None or "acc" not in base.test:
+def _compare(a: CellSummary, b: CellSummary) -> dict[str, Paired]:
+    """A minus B for every paired metric, over the seeds both completed."""
+    out: dict[str, Paired] = {}
+    for metric in PAIRED_METRICS:
+        if metric not in a.test or metric not in b.test:
             continue
-        for cell in summary.cells:
-            if cell.dataset != dataset or cell.arm == summary.baseline or "acc" not in cell.test:
+        seeds = sorted(set(a.test[metric]) & set(b.test[metric]))
+        va = [a.test[metric][s] for s in seeds]
+        vb = [b.test[metric][s] for s in seeds]
+        if len(seeds) >= 2:
+            mean, half = paired_diff_ci(va, vb)
+            out[metric] = Paired(float(mean), float(half), len(seeds), paired_t_pvalue(va, vb))
+        elif len(seeds) == 1:
+            out[metric] = Paired(va[0] - vb[0], math.nan, 1, math.nan)
+    return out
+
+
+def _with_holm(results: Sequence[dict[str, Paired]]) -> None:
+    """Holm-adjust the accuracy p-values of one family of comparisons, in place."""
+    idx = [i for i, r in enumerate(results) if "acc" in r]
+    adjusted = holm_adjust([results[i]["acc"].p for i in idx])
+    for i, q in zip(idx, adjusted, strict=True):
+        results[i]["acc"] = dataclasses.replace(results[i]["acc"], p_holm=q)
+
+
+def _paired_differences(summary: SuiteSummary) -> None:
+    if summary.baseline is not None:
+        family: list[CellSummary] = []
+        for dataset in summary.datasets:
+            base = summary.cell(dataset, summary.baseline)
+            if base is None or "acc" not in base.test:
                 continue
-            seeds = sorted(set(cell.test["acc"]) & set(base.test["acc"]))
-            a = [cell.test["acc"][s] for s in seeds]
-            b = [base.test["acc"][s] for s in seeds]
-            if len(seeds) >= 2:
-                mean, half = paired_diff_ci(a, b)
-                cell.diff = (float(mean), float(half), len(seeds))
-            elif len(seeds) == 1:
-                cell.diff = (a[0] - b[0], math.nan, 1)
+            for cell in summary.cells:
+                if (cell.dataset != dataset or cell.arm == summary.baseline
+                        or "acc" not in cell.test):
+                    continue
+                cell.paired = _compare(cell, base)
+                acc = cell.paired.get("acc")
+                if acc is not None:
+                    cell.diff = (acc.mean, acc.half, acc.n)
+                    family.append(cell)
+        _with_holm([c.paired for c in family])
+    contrast_results = {}
+    for dataset in summary.datasets:
+        for a_label, b_label in summary.contrasts:
+            a, b = summary.cell(dataset, a_label), summary.cell(dataset, b_label)
+            if a is None or b is None:
+                continue
+            compared = _compare(a, b)
+            if compared:
+                contrast_results[(dataset, a_label, b_label)] = compared
+    _with_holm(list(contrast_results.values()))
+    summary.contrast_results = contrast_results
 
 
 def _summarize_manifest(runs_root: Path, record: Mapping[str, Any],
@@ -220,7 +295,8 @@ def _summarize_manifest(runs_root: Path, record: Mapping[str, Any],
                            seeds=[int(s) for s in record.get("seeds", [])],
                            selection_seeds=selection, baseline=record.get("baseline"),
                            datasets=list(record["datasets"]), arms=list(record["arms"]),
-                           cells=cells)
+                           cells=cells,
+                           contrasts=[(str(a), str(b)) for a, b in record.get("contrasts", [])])
     _paired_differences(summary)
     return summary
 
@@ -320,6 +396,71 @@ def _fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def _fmt_paired(paired: Paired | None, scale: float = 100.0, digits: int = 2,
+                bold: bool = True) -> str:
+    """``+0.26 ± 0.17``; bold where the 95 % interval excludes zero."""
+    if paired is None or not math.isfinite(paired.mean):
+        return "–"
+    text = f"{paired.mean * scale:+.{digits}f}"
+    if not math.isfinite(paired.half):
+        return text + f" (n={paired.n})"
+    text += f" ± {paired.half * scale:.{digits}f}"
+    return f"**{text}**" if bold and paired.excludes_zero else text
+
+
+def _fmt_p(p: float) -> str:
+    if not math.isfinite(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+PAIRED_NOTE = (
+    "Paired over seeds (same seed: same initialisation and data order where the arms allow); "
+    "mean ± 95 % Student-t half-width; **bold**: the interval excludes zero. p: two-sided "
+    "paired t-test on accuracy; Holm: that p-value adjusted (Holm-Bonferroni) over every "
+    "comparison of the same table, a guard against reading one lucky interval out of many. "
+    "Δ NLL and Δ ECE: lower is better, so a negative difference favours the first arm."
+)
+
+
+def render_glance(summary: SuiteSummary) -> str:
+    """One row per dataset, one column per arm: test accuracy minus the baseline's (pp)."""
+    if summary.baseline is None:
+        return ""
+    arms = [a for a in summary.arms if a != summary.baseline]
+    rows = []
+    for dataset in summary.datasets:
+        base = summary.cell(dataset, summary.baseline)
+        if base is None:
+            continue
+        cells = [summary.cell(dataset, a) for a in arms]
+        entries = [_fmt_paired(c.paired.get("acc") if c is not None else None) for c in cells]
+        if "acc" not in base.ci:
+            entries = ["not run yet" if not base.runs else "incomplete"] + [""] * (len(arms) - 1)
+        rows.append(f"| {dataset} | {_pct(base.ci.get('acc'), digits=2)} | "
+                    + " | ".join(entries) + " |")
+    if not rows:
+        return ""
+    head = (f"| Dataset | {summary.baseline} test acc (%) | "
+            + " | ".join(f"{a} − {summary.baseline}" for a in arms) + " |")
+    return "\n".join([head, "|" + "---|" * (len(arms) + 2), *rows])
+
+
+def _render_paired_table(rows: Sequence[tuple[str, str, dict[str, Paired]]],
+                         first: str) -> list[str]:
+    lines = [f"| Dataset | {first} | Δ acc (pp) | p | Holm p | Δ NLL | Δ ECE (pp) | "
+             f"Δ FGSM acc (pp) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for dataset, label, paired in rows:
+        acc = paired.get("acc")
+        lines.append(
+            f"| {dataset} | {label} | {_fmt_paired(acc)} | {_fmt_p(acc.p if acc else math.nan)} "
+            f"| {_fmt_p(acc.p_holm if acc else math.nan)} | "
+            f"{_fmt_paired(paired.get('nll'), 1.0, 3)} | {_fmt_paired(paired.get('ece'))} | "
+            f"{_fmt_paired(paired.get('fgsm_acc'))} |")
+    return lines
+
+
 def render_suite(summary: SuiteSummary) -> str:
     """The Markdown section of one suite: protocol, table, notes."""
     lines = [f"## Suite `{summary.name}`", ""]
@@ -346,13 +487,36 @@ def render_suite(summary: SuiteSummary) -> str:
             else:
                 diff = "–"
             seeds = f"{len(cell.seeds)}" + (f" (+{cell.missing} missing)" if cell.missing else "")
+            chosen = _fmt_params(cell.params)
+            if cell.chosen is None and cell.n_points > 1 and cell.selection_pending:
+                chosen = (f"selecting ({cell.n_points - cell.selection_pending}/"
+                          f"{cell.n_points} points done)")
             lines.append(
-                f"| {dataset} | {arm} | {_fmt_params(cell.params)} | {seeds} | "
+                f"| {dataset} | {arm} | {chosen} | {seeds} | "
                 f"{_pct(cell.ci.get('acc'))} | {_pct(cell.ci.get('nll'), 1.0, 3)} | "
                 f"{_pct(cell.ci.get('ece'))} | {_pct(cell.ci.get('brier'), 1.0, 3)} | "
                 f"{_pct(cell.ci.get('fgsm_acc'))} | {diff} | {cell.failed}/{cell.runs} |"
             )
     lines.append("")
+    glance = render_glance(summary)
+    if glance:
+        lines += [f"### At a glance: test accuracy of each arm minus {base} (pp)", "",
+                  "Paired by seed, mean ± 95 % interval; **bold**: the interval excludes zero "
+                  "(details and multiple-comparison-adjusted p-values below).", "", glance, ""]
+    rows = [(c.dataset, c.arm, c.paired) for d in summary.datasets for c in summary.cells
+            if c.dataset == d and c.paired]
+    if rows:
+        lines += [f"### Paired differences against {base}", "", PAIRED_NOTE, ""]
+        lines += _render_paired_table(rows, "Arm (minus " + base + ")")
+        lines.append("")
+    if summary.contrast_results:
+        lines += ["### Contrasts declared by the suite", "",
+                  "Each row is the first arm minus the second, each at its own selected point; "
+                  "Holm over the rows of this table. " + PAIRED_NOTE.split(". ", 1)[1], ""]
+        lines += _render_paired_table(
+            [(d, f"{a} − {b}", r) for (d, a, b), r in summary.contrast_results.items()],
+            "Contrast")
+        lines.append("")
     configured = [c for c in summary.cells if c.config_name]
     if configured and summary.name != ADHOC:
         lines += ["Configurations of the chosen points (run directory names without the seed):",
@@ -396,11 +560,44 @@ class ReportFiles:
     markdown: Path
     plots: list[Path]
     text: str
+    document: Path | None = None
+
+
+GENERATED_MARK = "<!-- generated by `mixupe report`; edit the preamble, not this file -->"
+_QUOTED = re.compile(r"[+-]?\d+(?:\.\d+)? ± \d+(?:\.\d+)?")
+
+
+def stale_quotes(preamble: str, report: str) -> list[str]:
+    """The ``mean ± half`` figures quoted in ``preamble`` that ``report`` does not contain.
+
+    A hand-written conclusion may only quote intervals that the generated report prints, so a
+    rerun that changes a number makes the old quote fail loudly instead of going stale.
+
+    >>> stale_quotes("v4 gains +0.28 ± 0.14 pp, v1 +9.99 ± 1.00", "| **+0.28 ± 0.14** |")
+    ['+9.99 ± 1.00']
+    """
+    plain = report.replace("**", "")
+    return [q for q in _QUOTED.findall(preamble) if q not in plain]
+
+
+def _document(preamble: str, text: str, out_dir: Path, document: Path) -> str:
+    """The preamble, then the report with its image links made relative to ``document``."""
+    rel = Path(os.path.relpath(out_dir.resolve(), document.resolve().parent)).as_posix()
+    body = re.sub(r"\]\((?!https?:|/)([^)]+\.png)\)", lambda m: f"]({rel}/{m.group(1)})", text)
+    body = body.replace("# mixupe benchmark report", "## The generated report", 1)
+    return "\n".join([GENERATED_MARK, "", preamble.rstrip(), "", "---", "", body])
 
 
 def write_report(runs_root: str | Path = "runs", *, suite: str | None = None,
-                 out: str | Path | None = None, plots: bool = True) -> ReportFiles:
+                 out: str | Path | None = None, plots: bool = True,
+                 document: str | Path | None = None,
+                 preamble: str | Path | None = None) -> ReportFiles:
     """Write ``report.md`` and the PNG plots to ``out`` (default: ``runs_root/report``).
+
+    ``document``: also write one Markdown file made of ``preamble`` (a hand-written file:
+    title, set-up, conclusion) followed by the generated report, with image links relative
+    to the document. Every ``mean ± half`` the preamble quotes must appear in the report
+    (ConfigError otherwise), and a document not written by this function is never replaced.
 
     Example:
         >>> import tempfile
@@ -410,8 +607,32 @@ def write_report(runs_root: str | Path = "runs", *, suite: str | None = None,
         ...     "does not exist" in str(exc)
         True
     """
+    if (document is None) != (preamble is None):
+        raise ConfigError("document and preamble go together: pass both (--document FILE "
+                          "--preamble FILE) or neither")
+    pre_text = ""
+    if preamble is not None:
+        pre_path = Path(preamble)
+        if not pre_path.is_file():
+            raise ConfigError(f"preamble {str(pre_path)!r} does not exist; write the "
+                              f"hand-written part (title, set-up, conclusion) there first")
+        pre_text = pre_path.read_text(encoding="utf-8")
+    if document is not None:
+        doc = Path(document)
+        if doc.exists() and GENERATED_MARK not in doc.read_text(encoding="utf-8",
+                                                                 errors="replace"):
+            raise ConfigError(f"{str(doc)!r} exists and was not written by `mixupe report`; "
+                              f"move it away or choose another --document path (it is never "
+                              f"overwritten)")
     summaries = summarize(runs_root, suite=suite, recompute_reliability=plots)
     out_dir = Path(out) if out is not None else Path(runs_root) / "report"
+    text = render_markdown(summaries)
+    if document is not None:
+        stale = stale_quotes(pre_text, text)
+        if stale:
+            raise ConfigError(f"the preamble {str(preamble)!r} quotes {stale}, which the "
+                              f"report does not contain (the runs changed?); update those "
+                              f"figures in the preamble")
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if plots:
@@ -419,10 +640,16 @@ def write_report(runs_root: str | Path = "runs", *, suite: str | None = None,
 
         for summary in summaries:
             written += plot_suite(summary, out_dir)
-    text = render_markdown(summaries)
     if written:
         text += "\n## Plots\n\n" + "\n".join(
             f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in written) + "\n"
     md = out_dir / "report.md"
     md.write_text(text, encoding="utf-8")
-    return ReportFiles(markdown=md, plots=written, text=text)
+    doc_path = None
+    if document is not None:
+        doc_path = Path(document)
+        doc_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = doc_path.with_name(doc_path.name + ".tmp")
+        tmp.write_text(_document(pre_text, text, out_dir, doc_path), encoding="utf-8")
+        os.replace(tmp, doc_path)
+    return ReportFiles(markdown=md, plots=written, text=text, document=doc_path)

@@ -6,6 +6,7 @@ A suite is datasets x arms (methods) x hyper-parameter grids x seeds::
     seeds = [0, 1, 2]
     selection_seeds = [0]          # seeds every grid point runs with (default: all seeds)
     baseline = "Mixup"             # arm the paired differences are taken against
+    contrasts = [["MixupE v3", "Mixup"]]   # extra paired comparisons "A minus B" to report
     [defaults]                     # TrainConfig fields for every run
     epochs = 5
     [[datasets]]
@@ -64,7 +65,8 @@ __all__ = [
     "write_manifest",
 ]
 
-_SUITE_KEYS = {"name", "description", "seeds", "selection_seeds", "baseline", "defaults",
+_SUITE_KEYS = {"name", "description", "seeds", "selection_seeds", "baseline", "contrasts",
+               "defaults",
                "datasets", "arms"}
 MANIFEST_DIR = "_suites"
 
@@ -98,6 +100,7 @@ class Suite:
     defaults: Mapping[str, Any]
     datasets: tuple[DatasetSpec, ...]
     arms: tuple[ArmSpec, ...]
+    contrasts: tuple[tuple[str, str], ...] = ()  # (A, B): the report shows A minus B, paired
 
 
 @dataclass(frozen=True)
@@ -236,9 +239,34 @@ def parse_suite(data: Mapping[str, Any], *, source: str = "suite") -> Suite:
     elif baseline not in {a.label for a in arms}:
         raise ConfigError(f"{source}: baseline = {baseline!r} is not an arm label; use one of "
                           f"{[a.label for a in arms]}")
+    contrasts = _parse_contrasts(data.get("contrasts", []), [a.label for a in arms], source)
     return Suite(name=name, description=str(data.get("description", "")), seeds=seeds,
                  selection_seeds=selection, baseline=baseline, defaults=defaults,
-                 datasets=tuple(datasets), arms=tuple(arms))
+                 datasets=tuple(datasets), arms=tuple(arms), contrasts=contrasts)
+
+
+def _parse_contrasts(value: Any, labels: Sequence[str],
+                     source: str) -> tuple[tuple[str, str], ...]:
+    """``contrasts = [["A", "B"], ...]``: pairs of distinct arm labels (A minus B)."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{source}: contrasts = {value!r} must be a list of [\"A\", \"B\"] "
+                          f"pairs of arm labels")
+    pairs = []
+    for entry in value:
+        if (not isinstance(entry, list | tuple) or len(entry) != 2
+                or not all(isinstance(x, str) for x in entry)):
+            raise ConfigError(f"{source}: contrast {entry!r} must be a pair of arm labels, "
+                              f"e.g. [\"MixupE v3\", \"Mixup\"]")
+        a, b = entry
+        unknown = [x for x in (a, b) if x not in labels]
+        if unknown:
+            raise ConfigError(f"{source}: contrast {list(entry)} names unknown arm(s) {unknown}; "
+                              f"use labels from {list(labels)}")
+        if a == b:
+            raise ConfigError(f"{source}: contrast {list(entry)} compares an arm with itself; "
+                              f"name two different arms")
+        pairs.append((a, b))
+    return tuple(pairs)
 
 
 def _tupled(value: Any) -> Any:
@@ -316,6 +344,7 @@ def manifest(suite: Suite, plans: Sequence[ArmPlan], *,
         "seeds": list(seeds) if seeds is not None else list(suite.seeds),
         "selection_seeds": list(effective_selection_seeds(suite, seeds)),
         "baseline": suite.baseline,
+        "contrasts": [list(c) for c in suite.contrasts],
         "datasets": [d.label for d in suite.datasets],
         "arms": [a.label for a in suite.arms],
         "cells": [

@@ -31,9 +31,11 @@ __all__ = [
     "ece_from_bins",
     "fgsm_accuracy",
     "fgsm_perturb",
+    "holm_adjust",
     "mean_ci",
     "nll",
     "paired_diff_ci",
+    "paired_t_pvalue",
 ]
 
 
@@ -225,3 +227,57 @@ def paired_diff_ci(
             "pair the runs by seed"
         )
     return mean_ci([x - y for x, y in zip(av, bv, strict=True)], level)
+
+
+def paired_t_pvalue(a: Sequence[float] | torch.Tensor, b: Sequence[float] | torch.Tensor) -> float:
+    """Two-sided p-value of the paired Student-t test of ``mean(a - b) == 0``.
+
+    NaN with fewer than two pairs; 1.0 when every difference is zero, 0.0 when the
+    differences are all equal and non-zero (no spread).
+
+    >>> round(paired_t_pvalue([1.0, 2.0, 4.0], [0.0, 0.0, 1.0]), 4)   # d = 1, 2, 3: t = 3.464
+    0.0742
+    """
+    av = a.tolist() if isinstance(a, torch.Tensor) else list(a)
+    bv = b.tolist() if isinstance(b, torch.Tensor) else list(b)
+    if len(av) != len(bv):
+        raise InputError(
+            f"paired_t_pvalue needs equally long sequences, got {len(av)} and {len(bv)}; "
+            "pair the runs by seed"
+        )
+    d = [float(x) - float(y) for x, y in zip(av, bv, strict=True)]
+    if not all(math.isfinite(v) for v in d):
+        raise InputError(f"paired_t_pvalue got non-finite values {d}; drop failed runs first")
+    n = len(d)
+    if n < 2:
+        return math.nan
+    mean = math.fsum(d) / n
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in d) / (n - 1))
+    if sd == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    from scipy import stats  # the bench extra
+
+    t = mean / (sd / math.sqrt(n))
+    return float(2.0 * stats.t.sf(abs(t), n - 1))
+
+
+def holm_adjust(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN.
+
+    Rejecting where the adjusted value is below ``level`` controls the family-wise error
+    rate at ``level`` over the finite p-values given.
+
+    >>> [round(p, 6) for p in holm_adjust([0.01, 0.04, 0.03])]  # 3*.01, 2*.03, max(.06, .04)
+    [0.03, 0.06, 0.06]
+    """
+    finite = sorted((p, i) for i, p in enumerate(pvalues) if math.isfinite(p))
+    for p, _ in finite:
+        if not 0.0 <= p <= 1.0:
+            raise InputError(f"holm_adjust got p-value {p}, outside [0, 1]")
+    m = len(finite)
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
