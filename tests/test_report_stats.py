@@ -232,3 +232,23 @@ def test_cli_report_writes_the_document(runs, tmp_path, capsys):
     assert doc.read_text().count("# Study") == 1
     assert "document:" in capsys.readouterr().err
     assert main(["report", str(root), "--document", str(doc)]) == 2
+
+
+def test_selection_grid_lists_every_point_with_the_chosen_one_bold(runs):
+    root, _plans, truth = runs
+    (summary,) = summarize(root)
+    text = render_markdown([summary])
+    assert "### Selection grids" in text
+    for dataset in ("digits", "satimage"):
+        cell = summary.cell(dataset, "MixupE a")
+        vals = [truth[(dataset, "MixupE a", i, 0)][0] for i in range(2)]
+        best = int(np.argmax(vals))
+        entries = [f"{eta:g} → {v * 100:.2f}" for eta, v in zip((0.1, 1.0), vals, strict=True)]
+        entries[best] = f"**{entries[best]}**"
+        chosen_vals = [truth[(dataset, "MixupE a", best, s)][0] for s in range(4)]
+        sd = np.std(chosen_vals, ddof=1) * 100
+        line = f"- {dataset} / MixupE a (seed sd {sd:.2f}): eta " + ", ".join(entries)
+        assert line in text
+        assert cell.val_spread * 100 == pytest.approx(sd)
+    grids = text.split("### Selection grids")[1].split("Configurations of the chosen")[0]
+    assert "- digits / ERM" not in grids  # a single point: nothing was selected

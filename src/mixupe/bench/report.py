@@ -83,6 +83,8 @@ class CellSummary:
     failed: int = 0
     missing: int = 0
     selection_pending: int = 0  # grid points whose selection runs have not all finished
+    grid: list[tuple[dict[str, Any], float]] = field(default_factory=list)  # params, sel. score
+    val_spread: float = math.nan  # sd over seeds of the chosen point's final val accuracy
     runs: int = 0
     wall_s: float = 0.0
     failures: list[str] = field(default_factory=list)
@@ -188,6 +190,9 @@ def _summarize_cell(runs_root: Path, dataset: str, arm: str, points: Sequence[Ma
         cell.chosen = None
     else:
         cell.chosen = choose_point(scores)
+    cell.grid = [(dict(point.get("params", {})),
+                  sum(sc) / len(sc) if sc else math.nan)
+                 for point, sc in zip(points, scores, strict=True)]
     if cell.chosen is None and len(records) == 1 and any(
             r.status == "complete" for r in records[0].values()):
         cell.chosen = 0  # a single point needs no selection: report the seeds that finished
@@ -220,6 +225,11 @@ def _summarize_cell(runs_root: Path, dataset: str, arm: str, points: Sequence[Ma
     first = next(iter(chosen.values()))
     cell.config_name = re.sub(r"-?seed\d+-[0-9a-f]+$", "", first.name).rstrip("/")
     cell.curves = {s: r.curve("val", "acc") for s, r in complete.items()}
+    vals = [r.final("val").get("acc") for r in complete.values()]
+    vals = [float(v) for v in vals if isinstance(v, int | float) and math.isfinite(v)]
+    if len(vals) >= 2:
+        m = sum(vals) / len(vals)
+        cell.val_spread = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
     cell.reliability = _aggregate_reliability(list(complete.values()), data_cache)
     for key in ("reg_ratio", "selected_frac"):
         vals = [r.epochs[-1].get("train", {}).get(key) for r in complete.values() if r.epochs]
@@ -461,6 +471,39 @@ def _render_paired_table(rows: Sequence[tuple[str, str, dict[str, Paired]]],
     return lines
 
 
+def _fmt_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def render_grid(summary: SuiteSummary) -> str:
+    """Validation accuracy at every grid point, grouped by all parameters but the last.
+
+    Shows whether the chosen point stands out from its neighbours by more than the seed-to-
+    seed spread, i.e. how much the selection can be trusted.
+    """
+    lines = []
+    for dataset in summary.datasets:
+        for cell in (c for c in summary.cells if c.dataset == dataset and c.n_points > 1):
+            groups: dict[str, list[str]] = {}
+            for i, (params, score) in enumerate(cell.grid):
+                keys = list(params)
+                if not keys:
+                    continue
+                head = ", ".join(f"{k}={_fmt_value(params[k])}" for k in keys[:-1])
+                head = (head + ", " if head else "") + f"{keys[-1]}"
+                shown = f"{score * 100:.2f}" if math.isfinite(score) else "n/a"
+                entry = f"{_fmt_value(params[keys[-1]])} → {shown}"
+                groups.setdefault(head, []).append(f"**{entry}**" if i == cell.chosen
+                                                   else entry)
+            if not groups:
+                continue
+            spread = (f" (seed sd {cell.val_spread * 100:.2f})"
+                      if math.isfinite(cell.val_spread) else "")
+            body = "; ".join(f"{head} " + ", ".join(items) for head, items in groups.items())
+            lines.append(f"- {dataset} / {cell.arm}{spread}: {body}")
+    return "\n".join(lines)
+
+
 def render_suite(summary: SuiteSummary) -> str:
     """The Markdown section of one suite: protocol, table, notes."""
     lines = [f"## Suite `{summary.name}`", ""]
@@ -517,6 +560,14 @@ def render_suite(summary: SuiteSummary) -> str:
             [(d, f"{a} − {b}", r) for (d, a, b), r in summary.contrast_results.items()],
             "Contrast")
         lines.append("")
+    grid = render_grid(summary)
+    if grid:
+        lines += ["### Selection grids", "",
+                  "Final-epoch VALIDATION accuracy (%) of every grid point, mean over the "
+                  "selection seeds; the chosen point in bold; seed sd: the standard deviation "
+                  "of the chosen point's validation accuracy over all its seeds. Neighbouring "
+                  "points closer than that are not distinguishable, and the choice among "
+                  "them is arbitrary.", "", grid, ""]
     configured = [c for c in summary.cells if c.config_name]
     if configured and summary.name != ADHOC:
         lines += ["Configurations of the chosen points (run directory names without the seed):",
