@@ -201,3 +201,40 @@ def test_corrupt_manifest_is_reported(tmp_path: Path):
     (tmp_path / "_suites" / "x.json").write_text("{not json")
     with pytest.raises(CorruptDataError, match=r"x.json is not valid JSON.*rerun `mixupe bench`"):
         read_manifests(tmp_path)
+
+
+def test_restrict_grid_keeps_run_names_and_renames_the_suite():
+    from mixupe.bench.suites import restrict_grid
+
+    full = load_suite("full")
+    cut = restrict_grid(full, {"alpha": [1]})  # an int matches the grid's 1.0
+    assert cut.name == "full@alpha=1"
+    assert cut.contrasts == full.contrasts and cut.seeds == full.seeds
+    full_plans = {(p.dataset, p.arm): p for p in expand(full)}
+    for plan in expand(cut):
+        names = {pt.configs[0].run_name() for pt in plan.points}
+        all_names = {pt.configs[0].run_name() for pt in full_plans[(plan.dataset, plan.arm)].points}
+        assert names <= all_names  # every restricted run is a run of the full suite
+        for point in plan.points:
+            if "alpha" in point.params:
+                assert point.params["alpha"] == 1.0 and isinstance(point.params["alpha"], float)
+        arm = next(a for a in full.arms if a.label == plan.arm)
+        expected = 1
+        for key, values in arm.grid.items():
+            expected *= 1 if key == "alpha" else len(values)
+        assert len(plan.points) == expected
+    with pytest.raises(ConfigError, match=r"no arm .* searches 'lr'"):
+        restrict_grid(full, {"lr": [0.1]})
+    with pytest.raises(ConfigError, match=r"alpha=\[0.5\]: not in the grid of arm 'Mixup'"):
+        restrict_grid(full, {"alpha": [0.5]})
+
+
+def test_cli_bench_restrict_dry_run_lists_the_restricted_suite(capsys, tmp_path):
+    from mixupe.cli import main
+
+    assert main(["bench", "full", "--restrict", "alpha=0.2", "--restrict", "eta=1",
+                 "--runs-root", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "suite full@alpha=0.2,eta=1:" in out
+    assert "mixupe-v4-a0.2-eta1-" in out and "eta0.01" not in out and "mixup-a1/" not in out
+    assert main(["bench", "full", "--restrict", "alpha", "--dry-run"]) == 2

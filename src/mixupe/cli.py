@@ -98,6 +98,13 @@ def _key_value(text: str) -> tuple[str, Any]:
     return key.strip(), _parse_value(value.strip())
 
 
+def _key_values(text: str) -> tuple[str, list[Any]]:
+    key, sep, values = text.partition("=")
+    if not sep or not key or not values.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=V1[,V2...]; write e.g. alpha=0.2")
+    return key.strip(), [_parse_value(v.strip()) for v in values.split(",") if v.strip()]
+
+
 def _optional_float(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
@@ -203,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="FIELD=VALUE",
                        help="override a TrainConfig field for every run (repeatable), e.g. "
                             "--set epochs=2")
+    bench.add_argument("--restrict", action="append", type=_key_values, default=[],
+                       metavar="KEY=V1[,V2]",
+                       help="keep only these values of a grid key (repeatable): an ablation "
+                            "reported as its own suite NAME@KEY=V that reuses the runs, e.g. "
+                            "--restrict alpha=0.2 compares every arm at the same alpha")
     bench.add_argument("--datasets", nargs="+", metavar="LABEL",
                        help="run only these datasets of the suite (the report covers all)")
     bench.add_argument("--arms", nargs="+", metavar="LABEL",
@@ -324,9 +336,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from mixupe.bench.report import write_report
     from mixupe.bench.runner import plan_suite, run_status, run_suite
-    from mixupe.bench.suites import load_suite
+    from mixupe.bench.suites import load_suite, restrict_grid
 
     suite = load_suite(args.suite)
+    if args.restrict:
+        suite = restrict_grid(suite, dict(args.restrict))
     overrides = dict(args.overrides)
     plan = plan_suite(suite, overrides=overrides, seeds=args.seeds)
     for kind, wanted, have in (("--datasets", args.datasets, [d.label for d in suite.datasets]),

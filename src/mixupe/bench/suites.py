@@ -62,6 +62,7 @@ __all__ = [
     "manifest_path",
     "parse_suite",
     "read_manifests",
+    "restrict_grid",
     "write_manifest",
 ]
 
@@ -153,6 +154,47 @@ def load_suite(name_or_path: str | Path) -> Suite:
     if "name" not in data and path.suffix == ".toml":
         data["name"] = path.stem
     return parse_suite(data, source=source)
+
+
+def restrict_grid(suite: Suite, restrictions: Mapping[str, Sequence[Any]]) -> Suite:
+    """The suite with its grids cut down to the given values: an ablation of the same study.
+
+    Every arm whose grid has a restricted key keeps only those values (they must be in its
+    grid); arms without the key are unchanged. Runs keep their names, so the runs the full
+    suite already made are reused. The restricted suite gets its own name (``full@alpha=0.2``)
+    and manifest, so its report sits beside the full one.
+
+    Example:
+        >>> s = restrict_grid(load_suite("full"), {"alpha": [0.2]})
+        >>> s.name, dict(s.arms[1].grid)
+        ('full@alpha=0.2', {'alpha': [0.2]})
+    """
+    if not restrictions:
+        raise ConfigError("restrict_grid got no restrictions; pass e.g. {'alpha': [0.2]}")
+    keys_in_grids = sorted({k for a in suite.arms for k in a.grid})
+    arms = list(suite.arms)
+    for key, values in restrictions.items():
+        values = list(values)
+        if key not in keys_in_grids:
+            raise ConfigError(f"--restrict {key}: no arm of suite {suite.name!r} searches "
+                              f"{key!r}; restrict one of its grid keys {keys_in_grids}")
+        if not values:
+            raise ConfigError(f"--restrict {key}: give at least one value, e.g. {key}=0.2")
+        for i, arm in enumerate(arms):
+            if key not in arm.grid:
+                continue
+            missing = [v for v in values if v not in arm.grid[key]]
+            if missing:
+                raise ConfigError(f"--restrict {key}={missing}: not in the grid of arm "
+                                  f"{arm.label!r} ({arm.grid[key]}); restrict to values the "
+                                  f"suite searches, so its runs are reused")
+            kept = [next(g for g in arm.grid[key] if g == v) for v in values]  # 1 -> 1.0
+            arms[i] = dataclasses.replace(arm, grid={**arm.grid, key: kept})
+    tag = ",".join(f"{k}=" + "|".join(f"{v:g}" if isinstance(v, float) else str(v)
+                                       for v in vs) for k, vs in restrictions.items())
+    return dataclasses.replace(
+        suite, name=f"{suite.name}@{tag}", arms=tuple(arms),
+        description=(suite.description + f" Grids restricted to {tag}.").strip())
 
 
 def _int_list(value: Any, what: str) -> tuple[int, ...]:
