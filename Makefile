@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test bench lint
+.PHONY: setup test bench lint results
 setup:
 	@bash scripts/setup.sh
 
@@ -15,3 +15,9 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# docs/RESULTS.md and docs/results/ from the study's run logs in results/full (no training;
+# fails if the hand-written preamble quotes a figure the report does not contain).
+results: setup
+	$(VENV)/bin/mixupe report results/full --out docs/results --document docs/RESULTS.md \
+		--preamble docs/RESULTS.preamble.md > /dev/null
