@@ -211,6 +211,18 @@ def mean_ci(values: Sequence[float] | torch.Tensor, level: float = 0.95) -> tupl
     return mean, _student_t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
 
 
+def _differences(a: Sequence[float] | torch.Tensor, b: Sequence[float] | torch.Tensor,
+                 caller: str) -> list[float]:
+    av = a.tolist() if isinstance(a, torch.Tensor) else list(a)
+    bv = b.tolist() if isinstance(b, torch.Tensor) else list(b)
+    if len(av) != len(bv):
+        raise InputError(
+            f"{caller} needs equally long sequences, got {len(av)} and {len(bv)}; "
+            "pair the runs by seed"
+        )
+    return [float(x) - float(y) for x, y in zip(av, bv, strict=True)]
+
+
 def paired_diff_ci(
     a: Sequence[float] | torch.Tensor, b: Sequence[float] | torch.Tensor, level: float = 0.95
 ) -> tuple[float, float]:
@@ -219,14 +231,7 @@ def paired_diff_ci(
     >>> round(paired_diff_ci([0.9, 0.8, 0.85], [0.8, 0.7, 0.75])[0], 6)
     0.1
     """
-    av = a.tolist() if isinstance(a, torch.Tensor) else list(a)
-    bv = b.tolist() if isinstance(b, torch.Tensor) else list(b)
-    if len(av) != len(bv):
-        raise InputError(
-            f"paired_diff_ci needs equally long sequences, got {len(av)} and {len(bv)}; "
-            "pair the runs by seed"
-        )
-    return mean_ci([x - y for x, y in zip(av, bv, strict=True)], level)
+    return mean_ci(_differences(a, b, "paired_diff_ci"), level)
 
 
 def paired_t_pvalue(a: Sequence[float] | torch.Tensor, b: Sequence[float] | torch.Tensor) -> float:
@@ -238,14 +243,7 @@ def paired_t_pvalue(a: Sequence[float] | torch.Tensor, b: Sequence[float] | torc
     >>> round(paired_t_pvalue([1.0, 2.0, 4.0], [0.0, 0.0, 1.0]), 4)   # d = 1, 2, 3: t = 3.464
     0.0742
     """
-    av = a.tolist() if isinstance(a, torch.Tensor) else list(a)
-    bv = b.tolist() if isinstance(b, torch.Tensor) else list(b)
-    if len(av) != len(bv):
-        raise InputError(
-            f"paired_t_pvalue needs equally long sequences, got {len(av)} and {len(bv)}; "
-            "pair the runs by seed"
-        )
-    d = [float(x) - float(y) for x, y in zip(av, bv, strict=True)]
+    d = _differences(a, b, "paired_t_pvalue")
     if not all(math.isfinite(v) for v in d):
         raise InputError(f"paired_t_pvalue got non-finite values {d}; drop failed runs first")
     n = len(d)
