@@ -64,24 +64,37 @@ def write_run(root: Path, cfg: TrainConfig, *, val_acc: float, test: dict[str, f
             "wall_time_s": wall}))
 
 
+def write_suite_runs(root: Path, suite_dict: dict, seed: int, *, wall: float = 2.0):
+    """The manifest and every run of a suite, with random final metrics.
+
+    Returns the suite, its plans and the draws: (dataset, arm, point, seed) -> (val acc, test).
+    """
+    rng = np.random.default_rng(seed)
+    suite = parse_suite(suite_dict)
+    plans = expand(suite)
+    write_manifest(root, manifest(suite, plans))
+    draws = {}
+    for plan in plans:
+        for i, point in enumerate(plan.points):
+            for s, cfg in point.configs.items():
+                val = float(rng.uniform(0.5, 0.95))
+                test = {m: float(rng.uniform(0.1, 0.9)) for m in METRICS}
+                write_run(root, cfg, val_acc=val, test=test, wall=wall)
+                draws[(plan.dataset, plan.arm, i, s)] = (val, test)
+    return suite, plans, draws
+
+
 @pytest.fixture()
 def fake_runs(tmp_path: Path):
     """Random metrics for every run of SUITE, plus the truth to compare against."""
-    rng = np.random.default_rng(123)
-    suite = parse_suite(SUITE)
-    plans = expand(suite)
-    write_manifest(tmp_path, manifest(suite, plans))
+    suite, plans, draws = write_suite_runs(tmp_path, SUITE, 123, wall=1.5)
     truth: dict = {}
     for plan in plans:
         cell = truth.setdefault((plan.dataset, plan.arm), {"val": [], "test": []})
-        for point in plan.points:
-            vals, tests = {}, {}
-            for seed, cfg in point.configs.items():
-                vals[seed] = float(rng.uniform(0.5, 0.95))
-                tests[seed] = {m: float(rng.uniform(0.1, 0.9)) for m in METRICS}
-                write_run(tmp_path, cfg, val_acc=vals[seed], test=tests[seed], wall=1.5)
-            cell["val"].append(vals)
-            cell["test"].append(tests)
+        for i, point in enumerate(plan.points):
+            cell["val"].append({s: draws[(plan.dataset, plan.arm, i, s)][0] for s in point.configs})
+            cell["test"].append({s: draws[(plan.dataset, plan.arm, i, s)][1]
+                                 for s in point.configs})
     return tmp_path, suite, plans, truth
 
 

@@ -16,11 +16,11 @@ import pytest
 from scipy import stats
 
 from mixupe.bench.report import render_markdown, stale_quotes, summarize, write_report
-from mixupe.bench.suites import expand, manifest, parse_suite, write_manifest
+from mixupe.bench.suites import parse_suite
 from mixupe.cli import main
 from mixupe.engine.metrics import holm_adjust, paired_t_pvalue
 from mixupe.errors import ConfigError, InputError
-from test_report import METRICS, write_run
+from test_report import METRICS, write_run, write_suite_runs
 
 SUITE = {
     "name": "stats",
@@ -52,18 +52,7 @@ def holm_reference(pvalues):
 @pytest.fixture()
 def runs(tmp_path: Path):
     """Every run of SUITE with random metrics; returns the root, the plans and the truth."""
-    rng = np.random.default_rng(7)
-    suite = parse_suite(SUITE)
-    plans = expand(suite)
-    write_manifest(tmp_path, manifest(suite, plans))
-    truth = {}
-    for plan in plans:
-        for i, point in enumerate(plan.points):
-            for seed, cfg in point.configs.items():
-                val = float(rng.uniform(0.5, 0.95))
-                test = {m: float(rng.uniform(0.1, 0.9)) for m in METRICS}
-                write_run(tmp_path, cfg, val_acc=val, test=test)
-                truth[(plan.dataset, plan.arm, i, seed)] = (val, test)
+    _suite, plans, truth = write_suite_runs(tmp_path, SUITE, 7)
     return tmp_path, plans, truth
 
 

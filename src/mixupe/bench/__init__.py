@@ -2,7 +2,7 @@
 
 >>> from mixupe.bench import load_suite, builtin_suites
 >>> builtin_suites()
-['full', 'quick', 'smoke']
+['full', 'images', 'quick', 'smoke']
 """
 
 from __future__ import annotations

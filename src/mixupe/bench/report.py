@@ -20,6 +20,7 @@ import dataclasses
 import math
 import os
 import re
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,6 @@ class CellSummary:
     selection_val: float = math.nan
     test: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> value
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (mean, half)
-    diff: tuple[float, float, int] | None = None  # acc difference vs baseline: mean, half, n
     paired: dict[str, Paired] = field(default_factory=dict)  # metric -> this arm minus baseline
     curves: dict[int, list[float]] = field(default_factory=dict)  # seed -> val acc per epoch
     reliability: dict[str, list[float]] | None = None
@@ -88,6 +88,12 @@ class CellSummary:
     runs: int = 0
     wall_s: float = 0.0
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def diff(self) -> tuple[float, float, int] | None:
+        """Test accuracy minus the baseline's: (mean, half-width, pairs), or None."""
+        acc = self.paired.get("acc")
+        return None if acc is None else (acc.mean, acc.half, acc.n)
 
     @property
     def seeds(self) -> list[int]:
@@ -228,8 +234,7 @@ def _summarize_cell(runs_root: Path, dataset: str, arm: str, points: Sequence[Ma
     vals = [r.final("val").get("acc") for r in complete.values()]
     vals = [float(v) for v in vals if isinstance(v, int | float) and math.isfinite(v)]
     if len(vals) >= 2:
-        m = sum(vals) / len(vals)
-        cell.val_spread = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+        cell.val_spread = statistics.stdev(vals)
     cell.reliability = _aggregate_reliability(list(complete.values()), data_cache)
     for key in ("reg_ratio", "selected_frac"):
         vals = [r.epochs[-1].get("train", {}).get(key) for r in complete.values() if r.epochs]
@@ -276,10 +281,7 @@ def _paired_differences(summary: SuiteSummary) -> None:
                         or "acc" not in cell.test):
                     continue
                 cell.paired = _compare(cell, base)
-                acc = cell.paired.get("acc")
-                if acc is not None:
-                    cell.diff = (acc.mean, acc.half, acc.n)
-                    family.append(cell)
+                family.append(cell)
         _with_holm([c.paired for c in family])
     contrast_results = {}
     for dataset in summary.datasets:
@@ -406,8 +408,7 @@ def _fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def _fmt_paired(paired: Paired | None, scale: float = 100.0, digits: int = 2,
-                bold: bool = True) -> str:
+def _fmt_paired(paired: Paired | None, scale: float = 100.0, digits: int = 2) -> str:
     """``+0.26 ± 0.17``; bold where the 95 % interval excludes zero."""
     if paired is None or not math.isfinite(paired.mean):
         return "–"
@@ -415,7 +416,7 @@ def _fmt_paired(paired: Paired | None, scale: float = 100.0, digits: int = 2,
     if not math.isfinite(paired.half):
         return text + f" (n={paired.n})"
     text += f" ± {paired.half * scale:.{digits}f}"
-    return f"**{text}**" if bold and paired.excludes_zero else text
+    return f"**{text}**" if paired.excludes_zero else text
 
 
 def _fmt_p(p: float) -> str:
@@ -424,12 +425,14 @@ def _fmt_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-PAIRED_NOTE = (
+PAIRED_INTRO = (
     "Paired over seeds (same seed: same initialisation and data order where the arms allow); "
-    "mean ± 95 % Student-t half-width; **bold**: the interval excludes zero. p: two-sided "
-    "paired t-test on accuracy; Holm: that p-value adjusted (Holm-Bonferroni) over every "
-    "comparison of the same table, a guard against reading one lucky interval out of many. "
-    "Δ NLL and Δ ECE: lower is better, so a negative difference favours the first arm."
+    "mean ± 95 % Student-t half-width; **bold**: the interval excludes zero."
+)
+PAIRED_COLUMNS = (
+    "p: two-sided paired t-test on accuracy; Holm: that p-value adjusted (Holm-Bonferroni) "
+    "over every comparison of the same table, a guard against reading one lucky interval out "
+    "of many. Δ NLL and Δ ECE: lower is better, so a negative difference favours the first arm."
 )
 
 
@@ -549,13 +552,14 @@ def render_suite(summary: SuiteSummary) -> str:
     rows = [(c.dataset, c.arm, c.paired) for d in summary.datasets for c in summary.cells
             if c.dataset == d and c.paired]
     if rows:
-        lines += [f"### Paired differences against {base}", "", PAIRED_NOTE, ""]
+        lines += [f"### Paired differences against {base}", "",
+                  f"{PAIRED_INTRO} {PAIRED_COLUMNS}", ""]
         lines += _render_paired_table(rows, "Arm (minus " + base + ")")
         lines.append("")
     if summary.contrast_results:
         lines += ["### Contrasts declared by the suite", "",
                   "Each row is the first arm minus the second, each at its own selected point; "
-                  "Holm over the rows of this table. " + PAIRED_NOTE.split(". ", 1)[1], ""]
+                  "Holm over the rows of this table. " + PAIRED_COLUMNS, ""]
         lines += _render_paired_table(
             [(d, f"{a} − {b}", r) for (d, a, b), r in summary.contrast_results.items()],
             "Contrast")
