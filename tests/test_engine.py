@@ -330,3 +330,23 @@ def test_graph_run_resumes_exactly(tmp_path: Path) -> None:
     final = straight.final
     assert final["train"]["reg_ratio"] > 0
     assert 0.0 <= final["test"]["fgsm_acc"] <= 1.0
+
+
+def test_each_run_seed_draws_its_own_split_unless_data_seed_fixes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    real_load = mixupe.data.load
+
+    def recording_load(name: str, **kw: Any) -> Any:
+        seen.append(kw["seed"])
+        return real_load(name, **kw)
+
+    monkeypatch.setattr(mixupe.data, "load", recording_load)
+    for cfg in (_cfg(epochs=1, seed=3), _cfg(epochs=1, seed=4), _cfg(epochs=1, seed=4,
+                                                                      data_seed=0)):
+        train(cfg, runs_root=tmp_path, progress=False)
+    assert seen == [3, 4, 0]
+    # and the splits really differ between split seeds (no overlap leaks between val and train)
+    a, b = real_load("digits", seed=3), real_load("digits", seed=4)
+    assert not torch.equal(a.val.y, b.val.y) or not torch.equal(a.val.x, b.val.x)
+    assert torch.equal(a.test.x, real_load("digits", seed=3).test.x)

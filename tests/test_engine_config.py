@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from mixupe.engine.config import TrainConfig
+from mixupe.engine import config as config_module
+from mixupe.engine.config import NAMING_DEFAULTS, TrainConfig
 from mixupe.engine.optim import LRFactor, build_optimizer, build_scheduler
 from mixupe.errors import ConfigError
 
@@ -17,7 +20,8 @@ def test_run_name_example_and_round_trip() -> None:
     cfg = TrainConfig(method="mixupe", alpha=2.0, eta=0.01)
     dataset, model, method, tail = cfg.run_name().split("/")
     assert (dataset, model, method) == ("digits", "mlp", "mixupe-v3-a2-eta0.01-t1-sign-1")
-    assert tail.startswith("seed0-") and len(tail.split("-")[-1]) == 6
+    # the split drawn from the run seed is shown (a fixed split was the first scheme's rule)
+    assert tail.startswith("splitrun-seed0-") and len(tail.split("-")[-1]) == 6
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -31,8 +35,11 @@ def test_every_hyper_parameter_changes_the_name() -> None:
         "lr": 0.01, "momentum": 0.5, "weight_decay": 0.0, "warmup_epochs": 1,
         "milestones": (3,), "gamma": 0.5, "model_options": {"width": 8},
         "data_options": {"subset": 100}, "fgsm_eps": 0.1, "ece_bins": 10, "seed": 1,
-        "amp": True,
+        "amp": True, "data_seed": 0,
     }
+    # every field but the placement option is varied here (method and schedule by the base)
+    every = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(changes) | {"device", "method", "schedule"} == every
     names = {base.run_name()}
     for key, value in changes.items():
         name = dataclasses.replace(base, **{key: value}).run_name()
@@ -88,6 +95,75 @@ def test_options_accept_dicts_and_sort() -> None:
 def test_bad_options_raise_config_error(options: dict, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         TrainConfig(**options)
+
+
+# --------------------------------------------------------------------------- naming scheme
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def test_every_field_has_a_naming_value_and_a_label() -> None:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(NAMING_DEFAULTS) == fields
+    assert set(config_module._SHORT) == fields - {"dataset", "model", "method", "seed", "device"}
+
+
+@pytest.mark.skipif(not RESULTS.is_dir(), reason="no committed run logs in this checkout")
+def test_committed_runs_keep_their_names() -> None:
+    # The names were written by the first naming scheme: an independent record of it.
+    configs = sorted(RESULTS.rglob("config.json"))
+    assert len(configs) > 100
+    for path in configs:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        root = next(p for p in path.parents if p.parent == RESULTS)
+        name = path.parent.relative_to(root).as_posix()
+        assert TrainConfig.from_stored(stored["config"]).run_name() == name
+
+
+def _with_new_field(monkeypatch: pytest.MonkeyPatch, legacy: int, default: int) -> type:
+    """TrainConfig grown by a field ``gizmo`` added the way the naming table asks."""
+    grown = dataclasses.make_dataclass(
+        "Grown", [("gizmo", int, dataclasses.field(default=default))],
+        bases=(TrainConfig,), frozen=True, kw_only=True)
+    monkeypatch.setitem(config_module._NAMING_ADDED, "gizmo", legacy)
+    monkeypatch.setitem(config_module.NAMING_DEFAULTS, "gizmo", legacy)
+    monkeypatch.setitem(config_module._SHORT, "gizmo", "gz")
+    return grown
+
+
+def test_adding_a_field_renames_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    samples = [TrainConfig(), TrainConfig(method="mixupe", version=1, eta=0.1, data_seed=0),
+               TrainConfig(dataset="letter", method="mixup", alpha=0.2, epochs=3, seed=4,
+                           data_options={"subset": 100})]
+    before = [c.run_name() for c in samples]
+    grown = _with_new_field(monkeypatch, legacy=7, default=9)
+    at_legacy = [grown(**{f.name: getattr(c, f.name) for f in dataclasses.fields(c)}, gizmo=7)
+                 for c in samples]
+    assert [c.run_name() for c in at_legacy] == before
+    changed = [dataclasses.replace(c, gizmo=8) for c in at_legacy]
+    for c, old in zip(changed, before, strict=True):
+        name = c.run_name()
+        assert name != old and "gz8-" in name
+        assert name.rsplit("-", 1)[1] != old.rsplit("-", 1)[1]  # the hash covers it too
+    # a new default does not rename either: only the naming value counts
+    assert grown(gizmo=7).run_name() == before[0]
+
+
+def test_stored_configs_read_missing_fields_with_their_legacy_value() -> None:
+    old = TrainConfig(dataset="letter", data_seed=0).to_dict()
+    del old["data_seed"]  # written before the field existed
+    assert TrainConfig.from_stored(old).data_seed == 0
+    assert TrainConfig.from_dict(old).data_seed is None  # a user's config: today's default
+    assert TrainConfig.from_stored(old).run_name() == TrainConfig(dataset="letter",
+                                                                  data_seed=0).run_name()
+
+
+def test_split_seed_and_its_errors() -> None:
+    assert TrainConfig(seed=5).split_seed == 5
+    assert TrainConfig(seed=5, data_seed=2).split_seed == 2
+    with pytest.raises(ConfigError, match=r"data_options sets 'seed'.*data_seed=N"):
+        TrainConfig(data_options={"seed": 1})
+    with pytest.raises(ConfigError, match=r"data_seed=-1 is out of range"):
+        TrainConfig(data_seed=-1)
 
 
 def test_from_dict_names_unknown_keys() -> None:

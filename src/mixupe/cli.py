@@ -72,7 +72,9 @@ FIELD_HELP: dict[str, str] = {
     "data_options": "KEY=VALUE option for the data loader (repeatable), e.g. subset=5000",
     "fgsm_eps": "FGSM attack size in standardised input units for the robustness metric",
     "ece_bins": "number of equal-width bins of the expected calibration error",
-    "seed": "random seed (data order, initialisation, mixing)",
+    "seed": "random seed (data order, initialisation, mixing; the split too unless data-seed)",
+    "data_seed": "seed of the train/validation split and training subset ('none' = the run "
+                 "seed, so every seed has its own split)",
     "device": "auto, cpu, cuda or cuda:N",
     "amp": "automatic mixed precision (CUDA only)",
 }
@@ -109,6 +111,10 @@ def _optional_float(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
 def _str_tuple(text: str) -> tuple[str, ...] | None:
     return None if text.lower() == "none" else tuple(s.strip() for s in text.split(",") if s)
 
@@ -140,6 +146,8 @@ def _add_field_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(*names, type=_int_tuple, metavar="E1[,E2]", **kw)
         elif annotation == "float | None":
             parser.add_argument(*names, type=_optional_float, metavar="FLOAT|none", **kw)
+        elif annotation == "int | None":
+            parser.add_argument(*names, type=_optional_int, metavar="INT|none", **kw)
         elif annotation == "int":
             parser.add_argument(*names, type=int, metavar="INT", **kw)
         elif annotation == "float":

@@ -3,6 +3,13 @@
 The run directory is derived from it (:meth:`TrainConfig.run_name`), so two runs that would
 train the same model share a directory and two that would not never do.
 
+Run names survive growth: a name shows, and its hash covers, the options that differ from the
+naming table :data:`NAMING_DEFAULTS`, not from the dataclass defaults. The table holds the
+first release's defaults, frozen, and every field added since enters it with the value that
+reproduces the behaviour from before it existed. Adding a field, or changing a default, thus
+renames no existing run; a stored ``config.json`` that lacks a newer field is read with that
+field's naming value (:meth:`TrainConfig.from_stored`).
+
 >>> cfg = TrainConfig(dataset="digits", method="mixupe", alpha=2.0, eta=0.01)
 >>> cfg.run_name().split("/")[:3]
 ['digits', 'mlp', 'mixupe-v3-a2-eta0.01-t1-sign-1']
@@ -22,7 +29,7 @@ from typing import Any
 
 from mixupe.errors import ConfigError
 
-__all__ = ["METHODS", "TrainConfig"]
+__all__ = ["METHODS", "NAMING_DEFAULTS", "TrainConfig"]
 
 METHODS = ("erm", "mixup", "cutmix", "manifold", "mixupe")
 MIXINGS = ("auto", "mixup", "cutmix", "manifold")
@@ -33,7 +40,27 @@ SCHEDULES = ("cosine", "step", "constant")
 # Options that say where a run executes, not what it computes: left out of the run name.
 _PLACEMENT_FIELDS = ("device",)
 
-# Short labels used in run names for options that differ from their defaults.
+# The naming table, version 1: the defaults of the first release, frozen. A run name shows
+# the options whose value differs from this table; normalisation resets options that cannot
+# affect a run to these values. Never edit a value here: that would rename committed runs.
+_NAMING_V1: dict[str, Any] = {
+    "dataset": "digits", "model": "mlp", "method": "erm", "alpha": 1.0, "per_sample": False,
+    "mixing": "auto", "mix_layers": None, "label_smoothing": 0.0, "eta": 1e-3, "version": 3,
+    "threshold": 1.0, "fast_sign": -1, "rescale": True, "clean_pass": "separate",
+    "epochs": 10, "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
+    "weight_decay": 1e-4, "schedule": "cosine", "warmup_epochs": 0, "milestones": (),
+    "gamma": 0.1, "model_options": (), "data_options": (), "fgsm_eps": 0.03, "ece_bins": 15,
+    "seed": 0, "device": "auto", "amp": False,
+}
+# Fields added after version 1, each with the value that reproduces the behaviour from before
+# it existed (its dataclass default may differ). Append new fields here; never edit a value.
+# - data_seed: runs used to load every dataset with the loader's default seed 0.
+_NAMING_ADDED: dict[str, Any] = {
+    "data_seed": 0,
+}
+NAMING_DEFAULTS: dict[str, Any] = {**_NAMING_V1, **_NAMING_ADDED}
+
+# Short labels used in run names for options that differ from their naming value.
 _SHORT = {
     "alpha": "a",
     "per_sample": "ps",
@@ -61,6 +88,7 @@ _SHORT = {
     "fgsm_eps": "fgsm",
     "ece_bins": "bins",
     "amp": "amp",
+    "data_seed": "split",
 }
 _METHOD_PART = (
     "alpha", "per_sample", "mixing", "mix_layers", "label_smoothing", "eta", "version",
@@ -127,6 +155,12 @@ class TrainConfig:
 
     Invalid values raise :class:`~mixupe.errors.ConfigError` at construction.
 
+    ``seed`` fixes the initialisation, the data order and the mixing draws; ``data_seed``
+    fixes the train/validation split and any training subset: ``None`` (the default) draws
+    them from ``seed``, so seeds also vary the split and the intervals over seeds include
+    split variance; an integer keeps one split for every seed. An official test set stays
+    fixed either way.
+
     >>> TrainConfig(method="mixup", alpha=0.4).alpha
     0.4
     """
@@ -160,6 +194,7 @@ class TrainConfig:
     fgsm_eps: float = 0.03
     ece_bins: int = 15
     seed: int = 0
+    data_seed: int | None = None
     device: str = "auto"
     amp: bool = False
 
@@ -243,6 +278,13 @@ class TrainConfig:
         number("fgsm_eps", low=0.0)
         number("ece_bins", low=1, integer=True)
         number("seed", low=0, integer=True)
+        if self.data_seed is not None:
+            number("data_seed", low=0, integer=True)
+        if any(key == "seed" for key, _ in self.data_options):
+            raise ConfigError(
+                "data_options sets 'seed'; the split seed is the config's data_seed (None: the "
+                "run seed), so pass data_seed=N instead"
+            )
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise ConfigError(
                 f"device={self.device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
@@ -255,6 +297,15 @@ class TrainConfig:
                 "names, or None for the model's own mix_layers"
             )
 
+    @property
+    def split_seed(self) -> int:
+        """The seed of the train/validation split: ``data_seed``, or ``seed`` when None.
+
+        >>> TrainConfig(seed=3).split_seed, TrainConfig(seed=3, data_seed=0).split_seed
+        (3, 0)
+        """
+        return self.seed if self.data_seed is None else self.data_seed
+
     # ------------------------------------------------------------------ normalisation
     def normalized(self) -> TrainConfig:
         """A copy with options that cannot affect this run reset to their defaults.
@@ -263,8 +314,9 @@ class TrainConfig:
 
         >>> TrainConfig(method="erm", eta=0.5).normalized() == TrainConfig(method="erm")
         True
+
+        Reset options take their naming value (:data:`NAMING_DEFAULTS`).
         """
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
         reset: set[str] = set()
         mixupe_only = {"mixing", "eta", "version", "threshold", "fast_sign", "rescale",
                        "clean_pass"}
@@ -285,7 +337,7 @@ class TrainConfig:
             reset |= {"milestones", "gamma"}
         if self.optimizer != "sgd":
             reset.add("momentum")
-        return dataclasses.replace(self, **{name: defaults[name] for name in reset})
+        return dataclasses.replace(self, **{name: NAMING_DEFAULTS[name] for name in reset})
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -320,29 +372,61 @@ class TrainConfig:
         except TypeError as exc:  # e.g. a value of an impossible type for a comparison
             raise ConfigError(f"bad config value: {exc}; check the option types") from exc
 
+    @classmethod
+    def from_stored(cls, d: dict[str, Any]) -> TrainConfig:
+        """Read a config that a run stored (``config.json``), possibly by an older version.
+
+        A field the stored config lacks did not exist when the run was made, so the run
+        behaved as that field's naming value says (e.g. ``data_seed=0``), not as its current
+        default:
+
+        >>> TrainConfig.from_stored({"dataset": "letter"}).data_seed
+        0
+        >>> TrainConfig.from_dict({"dataset": "letter"}).data_seed is None
+        True
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"a stored config must be a dict of options, got "
+                              f"{type(d).__name__}")
+        return cls.from_dict({**{k: v for k, v in _NAMING_ADDED.items() if k not in d}, **d})
+
     # ------------------------------------------------------------------ naming
     def config_hash(self) -> str:
-        """Six hex digits identifying the normalised config (placement options excluded)."""
-        d = self.normalized().to_dict()
-        for name in _PLACEMENT_FIELDS:
-            d.pop(name)
+        """Six hex digits identifying the normalised config (placement options excluded).
+
+        The hash covers every field of the version-1 naming table and each later field whose
+        value differs from its naming value, so a new field at its naming value changes no
+        hash.
+        """
+        norm = self.normalized()
+        cfg = norm.to_dict()
+        d = {k: cfg[k] for k in _NAMING_V1 if k not in _PLACEMENT_FIELDS}
+        d |= {k: cfg[k] for k, legacy in _NAMING_ADDED.items() if getattr(norm, k) != legacy}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
     def run_name(self) -> str:
         """A readable relative path naming the run: dataset/model/method-options/seed-hash.
 
-        Every option that differs from its default appears; the hash covers all options
-        (except ``device``, which says where a run executes, not what it computes).
+        Every option that differs from its naming value (:data:`NAMING_DEFAULTS`) appears; the
+        hash covers all options (except ``device``, which says where a run executes, not what
+        it computes).
 
         >>> TrainConfig(method="mixup", alpha=0.2, epochs=3).run_name()[:-6]
+        'digits/mlp/mixup-a0.2/e3-splitrun-seed0-'
+        >>> TrainConfig(method="mixup", alpha=0.2, epochs=3, data_seed=0).run_name()[:-6]
         'digits/mlp/mixup-a0.2/e3-seed0-'
         """
         cfg = self.normalized()
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
         def differs(name: str) -> bool:
-            return getattr(cfg, name) != defaults[name]
+            return getattr(cfg, name) != NAMING_DEFAULTS[name]
+
+        def token(name: str) -> str:
+            value = getattr(cfg, name)
+            if name == "data_seed" and value is None:
+                return f"{_SHORT[name]}run"  # the split drawn from the run seed
+            return f"{_SHORT[name]}{_fmt(value)}"
 
         method = [cfg.method]
         if cfg.method == "mixupe":
@@ -356,14 +440,8 @@ class TrainConfig:
             if cfg.version in (3, 4):
                 method.append(f"sign{cfg.fast_sign}")
         shown = {"alpha", "version", "eta", "threshold", "fast_sign"}
-        method += [
-            f"{_SHORT[n]}{_fmt(getattr(cfg, n))}"
-            for n in _METHOD_PART if n not in shown and differs(n)
-        ]
-        train = [
-            f"{_SHORT[n]}{_fmt(getattr(cfg, n))}"
-            for n in _SHORT if n not in _METHOD_PART and differs(n)
-        ]
+        method += [token(n) for n in _METHOD_PART if n not in shown and differs(n)]
+        train = [token(n) for n in _SHORT if n not in _METHOD_PART and differs(n)]
         train += [f"seed{cfg.seed}", cfg.config_hash()]
         parts = [_fmt(cfg.dataset), _fmt(cfg.model), "-".join(method)[:120],
                  "-".join(train)[-120:].lstrip("-")]

@@ -87,7 +87,7 @@ class RunDir:
             return
         stored = read_json(self.config_path).get("config", {})
         try:
-            old = TrainConfig.from_dict(stored).normalized()
+            old = TrainConfig.from_stored(stored).normalized()
         except ConfigError as exc:
             raise CorruptDataError(
                 f"{self.config_path} holds an unreadable config ({exc}); use --overwrite"

@@ -358,8 +358,7 @@ def _environment(ctx: D.DistContext, amp_dtype: torch.dtype | None) -> dict[str,
 def _build(cfg: TrainConfig, ctx: D.DistContext) -> _Parts:
     from mixupe import data
 
-    options = dict(cfg.data_options)
-    ds = data.load(cfg.dataset, **options)
+    ds = data.load(cfg.dataset, seed=cfg.split_seed, **dict(cfg.data_options))
     model = build_model(cfg, ds).to(ctx.device)
     # A CPU generator also on CUDA: the manifold layer index is read on the host, which a
     # CUDA generator would turn into a device synchronisation every step.
