@@ -29,7 +29,7 @@ import mixupe.models
 from mixupe.engine import TrainConfig, evaluate, train
 from mixupe.engine.checkpoint import load_checkpoint
 from mixupe.engine.distributed import setup
-from mixupe.engine.trainer import fit_data_mean, model_digest, reliability
+from mixupe.engine.trainer import fit_data_mean, model_digest
 
 WORLD = 2
 SUBSET = 1000  # even: no padding, so each step's 2 x 64 samples are the single run's 128
@@ -121,17 +121,20 @@ def test_two_ranks_equal_one_process_with_the_concatenated_batch(
                                 hidden=(32,))
     model.load_state_dict(ddp["model"])
     assert model_digest(model) in digests
-    # metrics under DDP (each rank its shard, sums all-reduced) equal one process's evaluation
+    # metrics under DDP (each rank its shard, sums all-reduced) equal one process's evaluation:
+    # the final full evaluation (test, FGSM, reliability bins) and the per-epoch validation
     record = json.loads((ddp_runs / "ddp" / ddp_cfg.run_name() / "metrics.jsonl")
                         .read_text().splitlines()[-1])
     result = json.loads((ddp_runs / "ddp" / ddp_cfg.run_name() / "result.json").read_text())
     for split in ("val", "test"):
-        local = evaluate(model, getattr(ds, split), fgsm_eps=ddp_cfg.fgsm_eps)
+        local = evaluate(model, getattr(ds, split), fgsm_eps=ddp_cfg.fgsm_eps, reliability=True)
+        bins = local.pop("reliability")
         for key, value in local.items():
-            assert record[split][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (split, key)
-        bins = reliability(model, getattr(ds, split))
+            assert result[split][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (split, key)
         assert result[split]["reliability"]["count"] == bins["count"]
         assert result[split]["reliability"]["acc"] == pytest.approx(bins["acc"], abs=1e-12)
+    for key, value in record["val"].items():
+        assert result["val"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
 def test_data_mean_over_shards_equals_the_global_mean(ddp_runs: Path) -> None:
@@ -158,7 +161,7 @@ def test_resume_under_ddp_equals_straight_run(ddp_runs: Path) -> None:
     def records(root: Path) -> list[dict[str, Any]]:
         rows = [json.loads(x) for x in
                 (root / cfg.run_name() / "metrics.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+        return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
 
     assert records(ddp_runs / "straight") == records(ddp_runs / "resumed")
     # each rank mixes with its own generator, seeded from (seed, rank)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -42,8 +43,9 @@ def _cfg(**kw: Any) -> TrainConfig:
 def _records(run_dir: Path) -> list[dict[str, Any]]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     out = [json.loads(line) for line in lines]
-    for r in out:
+    for r in out:  # wall-clock timings differ between runs
         r.pop("time_s")
+        r.pop("eval_s")
     return out
 
 
@@ -109,11 +111,10 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     records = [json.loads(line) for line in
                (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
-    for r in records:
-        assert set(r) == {"epoch", "lr", "time_s", "train", "val", "test"}
+    for r in records:  # full_eval="end": validation without FGSM each epoch, no test
+        assert set(r) == {"epoch", "lr", "time_s", "eval_s", "train", "val"}
         assert set(r["train"]) == {"loss", "mixup_loss", "reg", "reg_ratio", "selected_frac"}
-        for split in ("val", "test"):
-            assert set(r[split]) == {"acc", "nll", "brier", "ece", "fgsm_acc"}
+        assert set(r["val"]) == {"acc", "nll", "brier", "ece"}
         assert r["train"]["selected_frac"] == 1.0  # version 2 uses every sample
         assert r["train"]["reg_ratio"] > 0
     res = json.loads((result.run_dir / "result.json").read_text())
@@ -122,7 +123,9 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     assert res["train_steps"] == 2 * math.ceil(n_train / 128)
     for split in ("val", "test"):
         rel = res[split].pop("reliability")
-        assert res[split] == records[-1][split]
+        assert set(res[split]) == {"acc", "nll", "brier", "ece", "fgsm_acc"}
+        if split == "val":  # the final evaluation repeats the last epoch's validation
+            assert {k: res["val"][k] for k in records[-1]["val"]} == records[-1]["val"]
         # the reliability bins reproduce the recorded ECE and accuracy
         n = sum(rel["count"])
         assert n == len(getattr(mixupe.data.load("digits"), split))
@@ -131,8 +134,30 @@ def test_run_directory_contents(tmp_path: Path) -> None:
         assert sum(gaps) / n == pytest.approx(res[split]["ece"], abs=1e-12)
         hits = sum(c * a for c, a in zip(rel["count"], rel["acc"], strict=True) if c)
         assert hits / n == pytest.approx(res[split]["acc"], abs=1e-12)
-    assert result.final["test"] == res["test"]  # (reliability popped above)
+    assert {k: v for k, v in result.final["test"].items() if k != "reliability"} == res["test"]
     assert not list(result.run_dir.glob("*.tmp"))
+
+
+def test_best_epoch_metrics_equal_those_of_an_every_epoch_evaluation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Force the best-validation epoch to be epoch 2 of 4, so the "end" run must restore the
+    # model it kept in the checkpoint; the "each-epoch" run evaluated test at every epoch.
+    monkeypatch.setattr(trainer_module, "_improves",
+                        lambda best, val: best is None or best["epoch"] < 2)
+    cfg = _cfg(epochs=4, method="mixup", model_options={"hidden": (32,), "batch_norm": True})
+    end = train(cfg, runs_root=tmp_path, progress=False)
+    every = train(dataclasses.replace(cfg, full_eval="each-epoch"), runs_root=tmp_path,
+                  progress=False)
+    assert end.run_dir != every.run_dir
+    _assert_same_params(_params(end.run_dir), _params(every.run_dir))  # evaluation is inert
+    records = [json.loads(x) for x in (every.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert end.best["epoch"] == every.best["epoch"] == 2
+    for split in ("val", "test"):
+        got = {k: v for k, v in end.best[split].items() if k != "reliability"}
+        assert got == pytest.approx(records[1][split], abs=1e-12), split
+        assert end.best[split]["acc"] != end.final[split]["acc"] or split == "val"
+    stored = json.loads((end.run_dir / "result.json").read_text())["best"]
+    assert stored["epoch"] == 2 and stored["test"]["acc"] == end.best["test"]["acc"]
 
 
 def test_mixupe_selection_statistics(tmp_path: Path) -> None:

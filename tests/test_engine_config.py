@@ -21,7 +21,7 @@ def test_run_name_example_and_round_trip() -> None:
     dataset, model, method, tail = cfg.run_name().split("/")
     assert (dataset, model, method) == ("digits", "mlp", "mixupe-v3-a2-eta0.01-t1-sign-1")
     # the split drawn from the run seed is shown (a fixed split was the first scheme's rule)
-    assert tail.startswith("splitrun-seed0-") and len(tail.split("-")[-1]) == 6
+    assert tail.startswith("splitrun-fevalend-seed0-") and len(tail.split("-")[-1]) == 6
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -35,7 +35,7 @@ def test_every_hyper_parameter_changes_the_name() -> None:
         "lr": 0.01, "momentum": 0.5, "weight_decay": 0.0, "warmup_epochs": 1,
         "milestones": (3,), "gamma": 0.5, "model_options": {"width": 8},
         "data_options": {"subset": 100}, "fgsm_eps": 0.1, "ece_bins": 10, "seed": 1,
-        "amp": True, "data_seed": 0,
+        "amp": True, "data_seed": 0, "full_eval": "each-epoch",
     }
     # every field but the placement option is varied here (method and schedule by the base)
     every = {f.name for f in dataclasses.fields(TrainConfig)}

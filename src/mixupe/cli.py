@@ -72,6 +72,8 @@ FIELD_HELP: dict[str, str] = {
     "data_options": "KEY=VALUE option for the data loader (repeatable), e.g. subset=5000",
     "fgsm_eps": "FGSM attack size in standardised input units for the robustness metric",
     "ece_bins": "number of equal-width bins of the expected calibration error",
+    "full_eval": "when test, FGSM and reliability are evaluated: end (final and best-validation "
+                 "epoch; validation every epoch) or each-epoch",
     "seed": "random seed (data order, initialisation, mixing; the split too unless data-seed)",
     "data_seed": "seed of the train/validation split and training subset ('none' = the run "
                  "seed, so every seed has its own split)",

@@ -34,6 +34,7 @@ __all__ = ["METHODS", "NAMING_DEFAULTS", "TrainConfig"]
 METHODS = ("erm", "mixup", "cutmix", "manifold", "mixupe")
 MIXINGS = ("auto", "mixup", "cutmix", "manifold")
 CLEAN_PASSES = ("separate", "fused")
+FULL_EVALS = ("end", "each-epoch")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -55,8 +56,10 @@ _NAMING_V1: dict[str, Any] = {
 # Fields added after version 1, each with the value that reproduces the behaviour from before
 # it existed (its dataclass default may differ). Append new fields here; never edit a value.
 # - data_seed: runs used to load every dataset with the loader's default seed 0.
+# - full_eval: runs used to evaluate test and FGSM after every epoch.
 _NAMING_ADDED: dict[str, Any] = {
     "data_seed": 0,
+    "full_eval": "each-epoch",
 }
 NAMING_DEFAULTS: dict[str, Any] = {**_NAMING_V1, **_NAMING_ADDED}
 
@@ -89,6 +92,7 @@ _SHORT = {
     "ece_bins": "bins",
     "amp": "amp",
     "data_seed": "split",
+    "full_eval": "feval",
 }
 _METHOD_PART = (
     "alpha", "per_sample", "mixing", "mix_layers", "label_smoothing", "eta", "version",
@@ -161,6 +165,12 @@ class TrainConfig:
     split variance; an integer keeps one split for every seed. An official test set stays
     fixed either way.
 
+    Validation metrics (without the FGSM attack) are computed after every epoch, for the
+    learning curves and the best-epoch choice. ``full_eval="end"`` (the default) evaluates
+    the test split, the FGSM attack and the reliability bins only at the end, for the final
+    model and for the model of the best-validation epoch (kept in the checkpoint);
+    ``"each-epoch"`` evaluates everything after every epoch (the first study's rule).
+
     >>> TrainConfig(method="mixup", alpha=0.4).alpha
     0.4
     """
@@ -193,6 +203,7 @@ class TrainConfig:
     data_options: tuple[tuple[str, Any], ...] = field(default=())
     fgsm_eps: float = 0.03
     ece_bins: int = 15
+    full_eval: str = "end"
     seed: int = 0
     data_seed: int | None = None
     device: str = "auto"
@@ -240,6 +251,7 @@ class TrainConfig:
         choice("method", METHODS)
         choice("mixing", MIXINGS)
         choice("clean_pass", CLEAN_PASSES)
+        choice("full_eval", FULL_EVALS)
         choice("optimizer", OPTIMIZERS)
         choice("schedule", SCHEDULES)
         number("alpha", low=0.0, strict=True)
@@ -413,8 +425,9 @@ class TrainConfig:
         it computes).
 
         >>> TrainConfig(method="mixup", alpha=0.2, epochs=3).run_name()[:-6]
-        'digits/mlp/mixup-a0.2/e3-splitrun-seed0-'
-        >>> TrainConfig(method="mixup", alpha=0.2, epochs=3, data_seed=0).run_name()[:-6]
+        'digits/mlp/mixup-a0.2/e3-splitrun-fevalend-seed0-'
+        >>> TrainConfig(method="mixup", alpha=0.2, epochs=3, data_seed=0,
+        ...             full_eval="each-epoch").run_name()[:-6]
         'digits/mlp/mixup-a0.2/e3-seed0-'
         """
         cfg = self.normalized()

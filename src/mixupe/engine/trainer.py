@@ -4,10 +4,14 @@
 >>> cfg = TrainConfig(dataset="digits", epochs=1, model_options={"hidden": (16,)})
 >>> result = train(cfg, runs_root=tempfile.mkdtemp(), progress=False)
 >>> result.complete, sorted(result.final["test"])
-(True, ['acc', 'brier', 'ece', 'fgsm_acc', 'nll'])
+(True, ['acc', 'brier', 'ece', 'fgsm_acc', 'nll', 'reliability'])
+>>> result.best["epoch"]
+1
 
 Guarantees:
-- evaluation is on clean data (val and test every epoch, ``model.eval()``, no mixing);
+- evaluation is on clean data (``model.eval()``, no mixing): validation after every epoch,
+  test, FGSM and reliability at the end for the final model and for the best-validation
+  epoch's model (``full_eval="each-epoch"``: everything after every epoch);
 - a CPU run is bit-repeatable for a given config, and ``resume=True`` continues exactly
   (every generator and the global RNG state used by dropout are checkpointed);
 - a non-finite loss stops the run with :class:`~mixupe.errors.NonFiniteLossError`, writes
@@ -19,6 +23,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import inspect
 import logging
@@ -49,7 +54,6 @@ __all__ = [
     "evaluate",
     "fit_data_mean",
     "model_digest",
-    "reliability",
     "train",
 ]
 
@@ -65,8 +69,9 @@ class RunResult:
 
     run_dir: Path
     config: TrainConfig
-    final: dict[str, Any]  # the last finished epoch's metrics record
+    final: dict[str, Any]  # the last epoch's record; with the full final metrics when complete
     complete: bool
+    best: dict[str, Any] | None = None  # best-validation epoch: {"epoch", "val", "test"}
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -231,19 +236,25 @@ def fit_data_mean(split: Any, *, ctx: D.DistContext, batch_size: int = 1024) -> 
 
 # ---------------------------------------------------------------------- evaluation
 def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
-             device: str | torch.device = "cpu", fgsm_eps: float = 0.03, ece_bins: int = 15,
-             ctx: D.DistContext | None = None) -> dict[str, float]:
+             device: str | torch.device = "cpu", fgsm_eps: float | None = 0.03,
+             ece_bins: int = 15, reliability: bool = False,
+             ctx: D.DistContext | None = None) -> dict[str, Any]:
     """Clean accuracy, NLL, Brier score, ECE and FGSM accuracy of ``model`` on ``split``.
 
-    The model runs in eval mode (its previous mode is restored). Under DDP pass ``ctx``: each
-    rank evaluates its shard and the sums are all-reduced, so every rank gets the same numbers.
+    ``fgsm_eps=None`` skips the attack (two more passes over the split, the bulk of the cost)
+    and leaves ``fgsm_acc`` out; ``reliability=True`` adds the per-bin data of a reliability
+    diagram (``count``, mean ``conf`` and ``acc`` per ECE bin; ``None`` for empty bins), from
+    the same pass. The model runs in eval mode (its previous mode is restored). Under DDP pass
+    ``ctx``: each rank evaluates its shard and the sums are all-reduced, so every rank gets
+    the same numbers.
 
     >>> from mixupe.data import TensorSplit
     >>> g = torch.Generator().manual_seed(0)
     >>> split = TensorSplit(torch.randn(20, 4, generator=g), torch.arange(20) % 3)
-    >>> metrics = evaluate(torch.nn.Linear(4, 3), split, fgsm_eps=0.1)
-    >>> sorted(metrics)
+    >>> sorted(evaluate(torch.nn.Linear(4, 3), split, fgsm_eps=0.1))
     ['acc', 'brier', 'ece', 'fgsm_acc', 'nll']
+    >>> sorted(evaluate(torch.nn.Linear(4, 3), split, fgsm_eps=None, reliability=True))
+    ['acc', 'brier', 'ece', 'nll', 'reliability']
     """
     ctx = ctx or D.DistContext(0, 1, 0, torch.device(device), owns_group=False)
     dev = torch.device(device)
@@ -265,7 +276,7 @@ def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
             bins += calibration_bins(logits, y, ece_bins)
             if fgsm_eps == 0:  # no perturbation: spare the extra passes
                 sums[4] += correct
-            else:
+            elif fgsm_eps is not None:
                 adv = fgsm_perturb(model, x, y, fgsm_eps)
                 with torch.no_grad():
                     sums[4] += (model(adv).argmax(dim=1) == y).sum()
@@ -276,43 +287,38 @@ def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
     n = sums[0].item()
     if n == 0:
         raise InputError("evaluate got an empty split; pass a split with at least one sample")
-    return {
+    out: dict[str, Any] = {
         "acc": sums[1].item() / n,
         "nll": sums[2].item() / n,
         "brier": sums[3].item() / n,
         "ece": ece_from_bins(bins),
-        "fgsm_acc": sums[4].item() / n,
     }
-
-
-def reliability(model: nn.Module, split: Any, *, batch_size: int = 512,
-                device: str | torch.device = "cpu", n_bins: int = 15,
-                ctx: D.DistContext | None = None) -> dict[str, list[Any]]:
-    """Per-bin data of a reliability diagram: sample count, mean confidence and accuracy.
-
-    Bins are those of the ECE (equal width on the max probability); empty bins have ``None``
-    confidence and accuracy. Under DDP the bin sums are all-reduced.
-    """
-    ctx = ctx or D.DistContext(0, 1, 0, torch.device(device), owns_group=False)
-    dev = torch.device(device)
-    was_training = model.training
-    model.eval()
-    bins = torch.zeros(3, n_bins, dtype=torch.float64, device=dev)
-    try:
-        with torch.no_grad():
-            for x, y in _unpadded_batches(split, batch_size=batch_size, device=dev, ctx=ctx):
-                bins += calibration_bins(model(x).double(), y, n_bins)
-    finally:
-        model.train(was_training)
-    count, conf, correct = D.all_reduce_sum(bins, ctx).cpu().tolist()
-    return {
-        "count": count,
-        "conf": [c / n if n else None for c, n in zip(conf, count, strict=True)],
-        "acc": [a / n if n else None for a, n in zip(correct, count, strict=True)],
-    }
+    if fgsm_eps is not None:
+        out["fgsm_acc"] = sums[4].item() / n
+    if reliability:
+        count, conf, correct = bins.tolist()
+        out["reliability"] = {
+            "count": count,
+            "conf": [c / k if k else None for c, k in zip(conf, count, strict=True)],
+            "acc": [a / k if k else None for a, k in zip(correct, count, strict=True)],
+        }
+    return out
 
 
 # ---------------------------------------------------------------------- training
+def _improves(best: dict[str, Any] | None, val: dict[str, Any]) -> bool:
+    """Whether this epoch's validation accuracy beats the best so far (ties keep the earlier)."""
+    return best is None or val["acc"] > best["val_acc"]
+
+
+def _best_of(epoch: int, val: dict[str, Any], model: nn.Module | None) -> dict[str, Any]:
+    """The best-validation record: its epoch, accuracy and (``full_eval="end"``) the model."""
+    state = None
+    if model is not None:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return {"epoch": epoch, "val_acc": val["acc"], "model": state}
+
+
 @dataclass
 class _Parts:
     ds: Any
@@ -411,7 +417,8 @@ def _rank_state(parts: _Parts, ctx: D.DistContext) -> dict[str, Any]:
     return state
 
 
-def _save(run: RunDir, parts: _Parts, ctx: D.DistContext, *, epoch: int, step: int) -> None:
+def _save(run: RunDir, parts: _Parts, ctx: D.DistContext, *, epoch: int, step: int,
+          best: dict[str, Any] | None) -> None:
     ranks = D.all_gather_objects(_rank_state(parts, ctx), ctx)
     if not ctx.is_main:
         return
@@ -424,7 +431,7 @@ def _save(run: RunDir, parts: _Parts, ctx: D.DistContext, *, epoch: int, step: i
         "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
-        "rank_states": ranks,
+        "rank_states": ranks, "best": best,
     })
 
 
@@ -579,20 +586,48 @@ def train(cfg: TrainConfig, *, runs_root: str | Path = "runs", resume: bool = Fa
         D.teardown(ctx)
 
 
+def _best_result(cfg: TrainConfig, parts: _Parts, best: dict[str, Any] | None,
+                 records: list[dict[str, Any]], final: dict[str, dict[str, Any]],
+                 eval_kw: dict[str, Any]) -> dict[str, Any] | None:
+    """Metrics of the best-validation epoch: its record (``each-epoch``), the final metrics
+    (when it is the last epoch), or a full evaluation of the model the checkpoint kept."""
+    if best is None:
+        return None
+    epoch = best["epoch"]
+    if cfg.full_eval == "each-epoch":
+        rec = next((r for r in records if r["epoch"] == epoch), None)
+        return None if rec is None else {"epoch": epoch, "val": rec["val"], "test": rec["test"]}
+    if epoch == cfg.epochs:
+        return {"epoch": epoch, "val": final["val"], "test": final["test"]}
+    model = copy.deepcopy(parts.model)
+    model.load_state_dict(best["model"])
+    return {"epoch": epoch, **{
+        name: evaluate(model, getattr(parts.ds, name), fgsm_eps=cfg.fgsm_eps, reliability=True,
+                       **eval_kw) for name in ("val", "test")}}
+
+
 def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: bool,
            overwrite: bool, progress: bool, max_epochs: int | None) -> RunResult:
     run = RunDir(runs_root, cfg)
     status = _on_main(ctx, lambda: run.prepare(resume=resume, overwrite=overwrite))
     if status == "complete":
-        records = _on_main(ctx, run.read_metrics)
-        return RunResult(run.path, cfg, records[-1] if records else {}, True)
+        records, result = _on_main(ctx, lambda: (run.read_metrics(), run.read_result()))
+        final = {**(records[-1] if records else {}),
+                 **{k: result[k] for k in ("val", "test") if k in result}}
+        return RunResult(run.path, cfg, final, True, result.get("best"))
 
     parts = _build(cfg, ctx)
     start_epoch, step = 0, 0
+    best: dict[str, Any] | None = None
     if status == "resume":
         ckpt = _on_main(ctx, lambda: load_checkpoint(run.checkpoint_path))
         _restore(ckpt, parts, ctx, run)
         start_epoch, step = ckpt["epoch"], ckpt["global_step"]
+        best = ckpt.get("best")
+        if best is None and cfg.full_eval == "each-epoch":  # a checkpoint of an older version
+            for rec in _on_main(ctx, run.read_metrics):
+                if rec["epoch"] <= start_epoch and _improves(best, rec["val"]):
+                    best = _best_of(rec["epoch"], rec["val"], None)
         _on_main(ctx, lambda: run.keep_metrics_until(start_epoch))
         log.info("resuming %s from epoch %d", run.path, start_epoch)
     else:
@@ -613,6 +648,9 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
                        desc=cfg.run_name(), leave=False, dynamic_ncols=True)
         except ImportError:  # progress bars are optional
             bar = None
+    each_epoch = cfg.full_eval == "each-epoch"
+    eval_kw = {"batch_size": max(cfg.batch_size, 256), "device": ctx.device,
+               "ece_bins": cfg.ece_bins, "ctx": ctx}
     record: dict[str, Any] = {}
     try:
         for epoch in range(start_epoch + 1, stop + 1):
@@ -627,14 +665,19 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
                 _on_main(ctx, lambda info=info: run.write_failed(info))
                 raise
             _sync_buffers(parts.model, ctx)
+            t_eval = time.perf_counter()
+            # Validation every epoch (curves, best epoch); test and FGSM only if asked to.
+            splits = ("val", "test") if each_epoch else ("val",)
             evals = {name: evaluate(parts.model, getattr(parts.ds, name),
-                                    batch_size=max(cfg.batch_size, 256), device=ctx.device,
-                                    fgsm_eps=cfg.fgsm_eps, ece_bins=cfg.ece_bins, ctx=ctx)
-                     for name in ("val", "test")}
-            record = {"epoch": epoch, "lr": lr, "time_s": time.perf_counter() - t0,
+                                    fgsm_eps=cfg.fgsm_eps if each_epoch else None, **eval_kw)
+                     for name in splits}
+            now = time.perf_counter()
+            record = {"epoch": epoch, "lr": lr, "time_s": now - t0, "eval_s": now - t_eval,
                       "train": train_stats, **evals}
+            if _improves(best, evals["val"]):
+                best = _best_of(epoch, evals["val"], None if each_epoch else parts.model)
             _on_main(ctx, lambda record=record: run.append_metrics(record))
-            _save(run, parts, ctx, epoch=epoch, step=step)
+            _save(run, parts, ctx, epoch=epoch, step=step, best=best)
             if ctx.is_main:
                 log.info("epoch %d/%d loss %.4f val acc %.4f", epoch, cfg.epochs,
                          train_stats["loss"], evals["val"]["acc"])
@@ -649,16 +692,16 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
     final = records[-1] if records else record
     complete = stop >= cfg.epochs
     if complete:
-        splits = {}
-        for name in ("val", "test"):
-            bins = reliability(parts.model, getattr(parts.ds, name), device=ctx.device,
-                               batch_size=max(cfg.batch_size, 256), n_bins=cfg.ece_bins,
-                               ctx=ctx)
-            splits[name] = {**(final.get(name) or {}), "reliability": bins}
+        t_eval = time.perf_counter()
+        full = {name: evaluate(parts.model, getattr(parts.ds, name), fgsm_eps=cfg.fgsm_eps,
+                               reliability=True, **eval_kw) for name in ("val", "test")}
+        best_record = _best_result(cfg, parts, best, records, full, eval_kw)
+        eval_s = time.perf_counter() - t_eval
         result = {"failed": False, "epochs": cfg.epochs, "run_name": cfg.run_name(),
-                  "config_hash": cfg.config_hash(), "val": splits["val"],
-                  "test": splits["test"], "train": final.get("train"),
-                  "wall_time_s": sum(r.get("time_s", 0.0) for r in records),
-                  "train_steps": step, "world_size": ctx.world_size}
+                  "config_hash": cfg.config_hash(), "val": full["val"], "test": full["test"],
+                  "best": best_record, "train": final.get("train"),
+                  "wall_time_s": sum(r.get("time_s", 0.0) for r in records) + eval_s,
+                  "final_eval_s": eval_s, "train_steps": step, "world_size": ctx.world_size}
         _on_main(ctx, lambda: run.write_result(result))
+        return RunResult(run.path, cfg, {**final, **full}, True, best_record)
     return RunResult(run.path, cfg, final, complete)
