@@ -199,7 +199,8 @@ def test_markdown_table_shows_the_numbers(fake_runs):
     assert "- digits / MixupE: reg_ratio 0.01, selected_frac 0.5" in text
     assert "- digits / Mixup: reg_ratio" not in text  # diagnostics only for MixupE arms
     mixup = summary.cell("digits", "Mixup")
-    assert f"- digits / Mixup: `digits/mlp/mixup-a{mixup.params['alpha']:g}/e3-splitrun-fevalend`" in text
+    alpha = mixup.params["alpha"]
+    assert f"- digits / Mixup: `digits/mlp/mixup-a{alpha:g}/e3-splitrun-fevalend`" in text
     # Two datasets x three arms = six rows in the main table; then a glance row per dataset
     # and a paired row per dataset and non-baseline arm.
     main_table, rest = text.split("### At a glance")
@@ -253,7 +254,8 @@ def test_runs_outside_suites_are_grouped_by_config(tmp_path: Path):
     (summary,) = summarize(tmp_path)
     assert len(summary.cells) == 2
     mixup = next(c for c in summary.cells if "mixup" in c.arm)
-    assert mixup.arm == "mlp/mixup-a0.4/e2-splitrun-fevalend"  # the run name without dataset, seed and hash
+    # the run name without dataset, seed and hash
+    assert mixup.arm == "mlp/mixup-a0.4/e2-splitrun-fevalend"
     assert mixup.seeds == [0, 1]
     assert mixup.ci["acc"] == pytest.approx(t_interval([0.8, 0.9]))
     erm = next(c for c in summary.cells if c is not mixup)
