@@ -71,12 +71,16 @@ def test_two_phases_run_selection_seeds_then_the_chosen_point(tmp_path: Path):
     fake = FakeTrain()
     outcome = run_suite(suite, runs_root=tmp_path, train_fn=fake)
     plan = plan_suite(suite)
-    expected_phase1 = [r.config.run_name() for r in plan.phase1]
-    assert len(expected_phase1) == 2 * (1 + 3)  # two datasets x (ERM + 3 eta points), seed 0
+    # selection: every eta point with the selection seed 0 (ERM has one point: no selection)
+    expected_phase1 = []
+    for dataset in ("digits", "satimage"):
+        for eta in (0.01, 0.1, 1.0):
+            expected_phase1 += names(plan, "E", dataset, eta=eta, seeds=(0,))
+    # reporting: ERM over every seed; E at its best point (eta 0.1, val 0.9) without seed 0
     expected_phase2 = []
     for dataset in ("digits", "satimage"):
-        expected_phase2 += names(plan, "ERM", dataset, seeds=(1, 2))
-        expected_phase2 += names(plan, "E", dataset, eta=0.1, seeds=(1, 2))  # best val: 0.9
+        expected_phase2 += names(plan, "ERM", dataset, seeds=(0, 1, 2))
+        expected_phase2 += names(plan, "E", dataset, eta=0.1, seeds=(1, 2))
     assert [c[0] for c in fake.calls] == expected_phase1 + expected_phase2
     assert not any(resume for _, resume in fake.calls)
     assert outcome.trained == expected_phase1 + expected_phase2
@@ -90,10 +94,63 @@ def test_two_phases_run_selection_seeds_then_the_chosen_point(tmp_path: Path):
     assert len(outcome.skipped) == plan.total_runs
 
 
+def test_selection_seeds_apart_from_the_reported_ones_and_a_followed_alpha(tmp_path: Path):
+    # Mixup chooses alpha on seeds 7 and 8; E takes Mixup's alpha and chooses only eta.
+    val = {("mixup", 0.2): 0.6, ("mixup", 1.0): 0.7,
+           ("mixupe", 0.01): 0.70, ("mixupe", 0.1): 0.90, ("mixupe", 1.0): 0.80}
+
+    class Fake(FakeTrain):
+        def __call__(self, cfg, **kw):
+            self.calls.append((cfg.run_name(), kw.get("resume", False)))
+            run = Path(kw["runs_root"]) / cfg.run_name()
+            run.mkdir(parents=True, exist_ok=True)
+            key = (cfg.method, cfg.alpha if cfg.method == "mixup" else cfg.eta)
+            (run / "result.json").write_text(json.dumps(
+                {"failed": False, "val": {"acc": val.get(key, 0.5)}, "test": {"acc": 0.5}}))
+
+    suite = parse_suite(suite_dict(
+        seeds=[0, 1], selection_seeds=[7, 8], datasets=[{"name": "digits"}],
+        arms=[{"label": "ERM", "method": "erm"},
+              {"label": "Mixup", "method": "mixup", "grid": {"alpha": [0.2, 1.0]}},
+              {"label": "E", "method": "mixupe", "grid": {"eta": [0.01, 0.1, 1.0]},
+               "follow": {"alpha": "Mixup"}}]))
+    fake = Fake()
+    run_suite(suite, runs_root=tmp_path, train_fn=fake)
+    plan = plan_suite(suite)
+    mixup = next(p for p in plan.plans if p.arm == "Mixup")
+    e = next(p for p in plan.plans if p.arm == "E")
+    assert len(e.points) == 6  # eta x Mixup's alpha candidates, in the manifest
+
+    def run_names(cell, seeds, **params):
+        point = next(pt for pt in cell.points
+                     if all(pt.params[k] == v for k, v in params.items()))
+        return [point.configs[s].run_name() for s in seeds]
+
+    expected = (run_names(mixup, (7, 8), alpha=0.2) + run_names(mixup, (7, 8), alpha=1.0)
+                + [n for eta in (0.01, 0.1, 1.0)
+                   for n in run_names(e, (7, 8), alpha=1.0, eta=eta)]
+                + names(plan, "ERM", "digits", seeds=(0, 1))
+                + run_names(mixup, (0, 1), alpha=1.0)
+                + run_names(e, (0, 1), alpha=1.0, eta=0.1))
+    assert [c[0] for c in fake.calls] == expected
+    assert plan.total_runs == len(expected)
+    (record,) = read_manifests(tmp_path)
+    assert next(c for c in record["cells"] if c["arm"] == "E")["follow"] == {"alpha": "Mixup"}
+
+
+def test_overrides_and_seeds_run_under_their_own_suite_name(tmp_path: Path):
+    suite = parse_suite(suite_dict(datasets=[{"name": "digits"}]))
+    run_suite(suite, runs_root=tmp_path, train_fn=FakeTrain())
+    run_suite(suite, runs_root=tmp_path, train_fn=FakeTrain(), overrides={"epochs": 1},
+              seeds=[0, 1])
+    names_ = sorted(m["suite"] for m in read_manifests(tmp_path))
+    assert names_ == ["r", "r@set:epochs=1@seeds=0,1"]
+
+
 def test_partial_runs_are_resumed(tmp_path: Path):
     suite = parse_suite(suite_dict(datasets=[{"name": "digits"}]))
     plan = plan_suite(suite)
-    partial = plan.phase1[1].config.run_name()
+    (partial,) = names(plan, "E", "digits", eta=0.1, seeds=(0,))
     (tmp_path / partial).mkdir(parents=True)
     (tmp_path / partial / "config.json").write_text("{}")
     fake = FakeTrain()

@@ -10,7 +10,6 @@ import pytest
 
 from mixupe.bench.suites import (
     builtin_suites,
-    effective_selection_seeds,
     expand,
     load_suite,
     manifest,
@@ -26,6 +25,7 @@ def base_suite(**changes):
     suite = {
         "name": "t",
         "seeds": [3, 5],
+        "selection_seeds": [1],
         "defaults": {"epochs": 4, "lr": 0.5, "batch_size": 32},
         "datasets": [{"name": "digits", "model": "mlp", "lr": 0.2},
                      {"name": "satimage", "label": "sat", "model": "mlp"}],
@@ -48,7 +48,7 @@ def test_expansion_is_the_full_product_with_the_documented_merge_order():
     assert sizes == {"ERM": 1, "Mixup": 2, "E": 4}
     for plan in plans:
         for point in plan.points:
-            assert sorted(point.configs) == [3, 5]
+            assert sorted(point.configs) == [1, 3, 5]  # reported and selection seeds
             for seed, cfg in point.configs.items():
                 assert cfg.seed == seed
                 assert cfg.epochs == 4 and cfg.batch_size == 32  # [defaults]
@@ -64,7 +64,7 @@ def test_expansion_is_the_full_product_with_the_documented_merge_order():
         {"eta": 0.1, "version": 3}, {"eta": 0.1, "version": 4},
         {"eta": 1.0, "version": 3}, {"eta": 1.0, "version": 4}]
     names = [cfg.run_name() for p in plans for pt in p.points for cfg in pt.configs.values()]
-    assert len(names) == len(set(names)) == 2 * 2 * (1 + 2 + 4)
+    assert len(names) == len(set(names)) == 2 * 3 * (1 + 2 + 4)
 
 
 def test_overrides_win_and_replace_grid_entries_and_seeds_can_be_replaced():
@@ -89,13 +89,38 @@ def test_grid_over_an_option_without_effect_is_rejected():
         expand(parse_suite(bad))
 
 
-def test_selection_seeds_default_to_all_and_follow_a_seed_override():
-    suite = parse_suite(base_suite())
-    assert suite.selection_seeds == (3, 5)
-    suite = parse_suite(base_suite(seeds=[0, 1, 2], selection_seeds=[1]))
-    assert effective_selection_seeds(suite) == (1,)
-    assert effective_selection_seeds(suite, [1, 2]) == (1,)
-    assert effective_selection_seeds(suite, [0, 2]) == (0, 2)  # seed 1 not run: all select
+def test_selection_seeds_may_lie_apart_and_every_point_gets_their_configs():
+    no_grid = [{"label": "ERM", "method": "erm"}, {"label": "M", "method": "mixup"}]
+    suite = parse_suite({k: v for k, v in base_suite(arms=no_grid).items()
+                         if k != "selection_seeds"})
+    assert suite.selection_seeds == (3, 5)  # default: the seeds (no cell chooses here)
+    suite = parse_suite(base_suite(seeds=[0, 1, 2], selection_seeds=[100, 101]))
+    assert suite.selection_seeds == (100, 101)
+    for plan in expand(suite):
+        for point in plan.points:
+            assert sorted(point.configs) == [0, 1, 2, 100, 101]
+    # a seed override replaces the reported seeds; the selection seeds stay
+    for plan in expand(suite, seeds=[4]):
+        assert sorted(plan.points[0].configs) == [4, 100, 101]
+
+
+def test_follow_crosses_the_grid_with_the_followed_arms_values():
+    arms = [{"label": "Mixup", "method": "mixup", "grid": {"alpha": [0.2, 1.0]}},
+            {"label": "E", "method": "mixupe", "grid": {"eta": [0.1, 1.0]},
+             "follow": {"alpha": "Mixup"}},
+            {"label": "F", "method": "mixupe", "follow": {"alpha": "Fixed"}},
+            {"label": "Fixed", "method": "mixup", "alpha": 0.4}]
+    with pytest.raises(ConfigError, match=r"follow alpha = 'Fixed' must name an arm listed "
+                                          r"before this one"):
+        parse_suite(base_suite(arms=arms, seeds=[0], selection_seeds=[9]))
+    arms = [*arms[:2], arms[3], {**arms[2]}]
+    plans = expand(parse_suite(base_suite(arms=arms, seeds=[0], selection_seeds=[9])))
+    e = next(p for p in plans if p.arm == "E")
+    assert sorted((pt.params["alpha"], pt.params["eta"]) for pt in e.points) == [
+        (0.2, 0.1), (0.2, 1.0), (1.0, 0.1), (1.0, 1.0)]
+    assert all(pt.configs[0].alpha == pt.params["alpha"] for pt in e.points)
+    f = next(p for p in plans if p.arm == "F")
+    assert [pt.params for pt in f.points] == [{"alpha": 0.4}] and f.follow == {"alpha": "Fixed"}
 
 
 def test_baseline_defaults_to_the_first_mixup_arm():
@@ -111,7 +136,12 @@ def test_baseline_defaults_to_the_first_mixup_arm():
         ({"defaults": {"seed": 3}}, r"sets 'seed'; list seeds in the suite's top-level"),
         ({"seeds": []}, r"seeds = \[\] must be a non-empty list of integers"),
         ({"seeds": [1, 1]}, r"repeats a seed"),
-        ({"seeds": [0, 1], "selection_seeds": [2]}, r"selection_seeds \[2\] must be a subset"),
+        ({"seeds": [0, 1], "selection_seeds": [1, 0]},
+         r"every seed \[0, 1\] is a selection seed.*add reported seeds"),
+        ({"arms": [{"label": "A", "method": "mixup", "alpha": 0.2},
+                   {"label": "B", "method": "mixupe", "alpha": 1.0,
+                    "follow": {"alpha": "A"}}]},
+         r"'alpha' is both followed from 'A' and set by the arm itself"),
         ({"datasets": []}, r"lists no datasets; add at least one \[\[datasets\]\]"),
         ({"datasets": [{"model": "mlp"}]}, r"datasets entry 0 has no 'name'"),
         ({"arms": []}, r"lists no arms"),

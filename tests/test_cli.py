@@ -141,8 +141,10 @@ def test_bench_smoke_end_to_end_then_report(capsys, tmp_path: Path):
     report = root / "report" / "report.md"
     assert report.read_text().strip() == out.strip()
     pngs = sorted(p.name for p in (root / "report").glob("*.png"))
-    assert pngs == ["smoke-accuracy.png", "smoke-differences.png", "smoke-learning-curves.png",
-                    "smoke-reliability.png"]
+    # overrides run as a suite variant of their own name (its manifest, its plots)
+    stem = "smoke-set-epochs-1-seeds-0-1"
+    assert pngs == [f"{stem}-{kind}.png" for kind in ("accuracy", "differences",
+                                                       "learning-curves", "reliability")]
     for png in (root / "report").glob("*.png"):
         assert png.stat().st_size > 10_000
     code, _, err = run_cli(capsys, *argv)
@@ -150,7 +152,7 @@ def test_bench_smoke_end_to_end_then_report(capsys, tmp_path: Path):
     code, out, _ = run_cli(capsys, "report", str(root), "--out", str(tmp_path / "rep"))
     assert code == 0 and "| digits | ERM |" in out
     assert (tmp_path / "rep" / "report.md").is_file()
-    assert (tmp_path / "rep" / "smoke-accuracy.png").is_file()
+    assert (tmp_path / "rep" / f"{stem}-accuracy.png").is_file()
 
 
 def test_python_dash_m_entry_point():

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mixupe.bench.report import GENERATED_MARK, render_markdown, stale_quotes, summarize
+from mixupe.bench.report import GENERATED_MARK, render_markdown, stale_quotes
+from mixupe.bench.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "full"

@@ -343,9 +343,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _dry_run_suite(plan: Any, runs_root: Path) -> None:
+    """List every run the suite would make now, with its status, and what waits on a choice."""
+    from mixupe.bench.rundirs import read_run
+    from mixupe.bench.runner import cell_selections
+
+    _out(f"suite {plan.name}: {len(plan.plans)} dataset x arm cells, {plan.total_runs} runs "
+         f"when complete (reported seeds {list(plan.seeds)}, selection seeds "
+         f"{list(plan.selection_seeds)} where a cell chooses among grid points)")
+
+    def status(name: str) -> str:
+        return read_run(runs_root, name).status
+
+    state = cell_selections(plan.plans, seeds=plan.seeds, selection_seeds=plan.selection_seeds,
+                            status=status,
+                            val_acc=lambda n: read_run(runs_root, n).final("val").get("acc"))
+    for cell in plan.plans:
+        sel = state[(cell.dataset, cell.arm)]
+        where = f"{cell.dataset} / {cell.arm}"
+        if sel.waiting_for:
+            _out(f"  {where}: waits for {list(sel.waiting_for)} to choose")
+            continue
+        runs = [(i, s) for i in (sel.eligible if sel.chose else ()) for s in sel.selection_seeds]
+        if sel.chosen is not None:
+            runs += [(sel.chosen, s) for s in sel.reported_seeds]
+        for i, seed in runs:
+            name = cell.points[i].configs[seed].run_name()
+            _out(f"  [{status(name):8s}] {where} / point {i} / seed {seed}: {name}")
+        if sel.chosen is None:
+            _out(f"  {where}: + {len(sel.reported_seeds)} runs of the chosen point (seeds "
+                 f"{list(sel.reported_seeds)}) once selected")
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from mixupe.bench.report import write_report
-    from mixupe.bench.runner import plan_suite, run_status, run_suite
+    from mixupe.bench.runner import plan_suite, run_suite
     from mixupe.bench.suites import load_suite, restrict_grid
 
     suite = load_suite(args.suite)
@@ -359,15 +391,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if bad:
             raise CliError(f"{kind} {bad} not in suite {suite.name!r}; choose from {have}")
     if args.dry_run:
-        _out(f"suite {suite.name}: {len(plan.plans)} dataset x arm cells, "
-             f"{len(plan.phase1)} selection runs (seeds {list(plan.selection_seeds)}), "
-             f"{plan.total_runs} runs when complete (seeds {list(plan.seeds)})")
-        for run in plan.phase1:
-            status = run_status(args.runs_root, run.config)
-            _out(f"  [{status:8s}] {run.describe()}: {run.config.run_name()}")
-        rest = plan.total_runs - len(plan.phase1)
-        if rest:
-            _out(f"  + {rest} runs of the chosen grid points with the other seeds")
+        _dry_run_suite(plan, args.runs_root)
         return EXIT_OK
     progress = _progress_wanted(args.no_progress)
     outcome = run_suite(suite, runs_root=args.runs_root, overrides=overrides, seeds=args.seeds,
@@ -378,7 +402,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         _err(f"  diverged: {name}: {reason}")
     if args.no_report:
         return EXIT_OK
-    files = write_report(args.runs_root, suite=suite.name, out=args.out)
+    files = write_report(args.runs_root, suite=plan.name, out=args.out)
     _out(files.text)
     _err(f"report: {files.markdown}")
     for path in files.plots:

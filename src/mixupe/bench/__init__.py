@@ -2,15 +2,16 @@
 
 >>> from mixupe.bench import load_suite, builtin_suites
 >>> builtin_suites()
-['full', 'images', 'quick', 'smoke']
+['full', 'images', 'quick', 'regime', 'smoke']
 """
 
 from __future__ import annotations
 
-from mixupe.bench.report import summarize, write_report
+from mixupe.bench.report import write_report
 from mixupe.bench.runner import plan_suite, run_suite
 from mixupe.bench.selection import choose_point
 from mixupe.bench.suites import builtin_suites, expand, load_suite, parse_suite
+from mixupe.bench.summary import summarize
 
 __all__ = [
     "builtin_suites",

@@ -4,7 +4,7 @@ Uses matplotlib's Agg backend (no display needed). One figure per kind and suite
 panel per dataset.
 
 Example:
-    >>> from mixupe.bench.report import SuiteSummary
+    >>> from mixupe.bench.summary import SuiteSummary
     >>> plot_suite(SuiteSummary("s", "", [0], [0], None, [], [], []), ".")
     []
 """
@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from mixupe.bench.report import CellSummary, SuiteSummary
+from mixupe.bench.summary import CellSummary, SuiteSummary
 
 __all__ = ["plot_accuracy", "plot_differences", "plot_learning_curves", "plot_reliability",
            "plot_suite"]

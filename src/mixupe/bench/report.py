@@ -1,14 +1,12 @@
-"""The benchmark report: per-suite Markdown tables with confidence intervals, from run directories.
+"""The benchmark report: per-suite Markdown tables with confidence intervals, and plots.
 
-The report reads only what is on disk: the suite manifests the runner writes under
-``RUNS/_suites/`` and each run's ``config.json``, ``metrics.jsonl`` and ``result.json``.
-Runs that belong to no suite (``mixupe train``) are grouped by configuration (all seeds of
-the same hyper-parameters together) in an extra table.
+Everything shown comes from :func:`mixupe.bench.summary.summarize` (the run logs on disk,
+one selection rule, the statistics); this module only renders it and writes the files.
 
 Example:
     >>> import tempfile
     >>> try:
-    ...     summarize(tempfile.mkdtemp())
+    ...     write_report(tempfile.mkdtemp())
     ... except Exception as exc:
     ...     type(exc).__name__
     'ConfigError'
@@ -16,373 +14,22 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
-import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixupe.bench.reliability import recompute_reliability
-from mixupe.bench.rundirs import METRICS, RunRecord, find_runs, read_run
-from mixupe.bench.selection import PROTOCOL, choose_point
-from mixupe.bench.suites import read_manifests
-from mixupe.engine.metrics import holm_adjust, mean_ci, paired_diff_ci, paired_t_pvalue
+from mixupe.bench.selection import PROTOCOL
+from mixupe.bench.summary import ADHOC, BEST, Paired, SuiteSummary, summarize
 from mixupe.errors import ConfigError
 
-__all__ = ["CellSummary", "Paired", "SuiteSummary", "render_glance", "render_markdown",
-           "stale_quotes", "summarize", "write_report"]
+# Methods whose training adds a regulariser to a mixing loss (their diagnostics are shown).
+REGULARISED = ("mixupe",)
 
-ADHOC = "(runs outside any suite)"
-# Metrics compared seed by seed between arms (accuracy first: the Holm family is over it).
-PAIRED_METRICS = ("acc", "nll", "ece", "fgsm_acc")
-
-
-@dataclass(frozen=True)
-class Paired:
-    """A paired comparison A minus B over the seeds both arms completed.
-
-    ``p`` is the two-sided paired t-test p-value; ``p_holm`` is Holm-adjusted over the
-    comparison's family (every arm against the baseline of the suite, or every contrast),
-    NaN where no family adjustment applies (only accuracy is adjusted).
-    """
-
-    mean: float
-    half: float
-    n: int
-    p: float
-    p_holm: float = math.nan
-
-    @property
-    def excludes_zero(self) -> bool:
-        """Whether the 95 % interval lies entirely on one side of zero."""
-        return math.isfinite(self.half) and abs(self.mean) > self.half
-
-
-@dataclass
-class CellSummary:
-    """One dataset x arm of a suite after selection."""
-
-    dataset: str
-    arm: str
-    n_points: int
-    method: str = ""
-    config_name: str = ""  # the chosen point's run name without seed and hash
-    chosen: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    selection_val: float = math.nan
-    test: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> value
-    ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (mean, half)
-    paired: dict[str, Paired] = field(default_factory=dict)  # metric -> this arm minus baseline
-    curves: dict[int, list[float]] = field(default_factory=dict)  # seed -> val acc per epoch
-    reliability: dict[str, list[float]] | None = None
-    train_extra: dict[str, float] = field(default_factory=dict)  # e.g. reg_ratio, selected_frac
-    failed: int = 0
-    missing: int = 0
-    selection_pending: int = 0  # grid points whose selection runs have not all finished
-    grid: list[tuple[dict[str, Any], float]] = field(default_factory=list)  # params, sel. score
-    val_spread: float = math.nan  # sd over seeds of the chosen point's final val accuracy
-    runs: int = 0
-    wall_s: float = 0.0
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def diff(self) -> tuple[float, float, int] | None:
-        """Test accuracy minus the baseline's: (mean, half-width, pairs), or None."""
-        acc = self.paired.get("acc")
-        return None if acc is None else (acc.mean, acc.half, acc.n)
-
-    @property
-    def seeds(self) -> list[int]:
-        """Seeds of the chosen point with complete test metrics."""
-        return sorted(self.test.get("acc", {}))
-
-
-@dataclass
-class SuiteSummary:
-    """A whole suite: its cells in (dataset, arm) order and its bookkeeping."""
-
-    name: str
-    description: str
-    seeds: list[int]
-    selection_seeds: list[int]
-    baseline: str | None
-    datasets: list[str]
-    arms: list[str]
-    cells: list[CellSummary]
-    contrasts: list[tuple[str, str]] = field(default_factory=list)
-    # (dataset, A, B) -> metric -> A minus B, for every contrast the suite declares
-    contrast_results: dict[tuple[str, str, str], dict[str, Paired]] = field(default_factory=dict)
-
-    def cell(self, dataset: str, arm: str) -> CellSummary | None:
-        """The cell of ``dataset`` x ``arm``, if the suite has it."""
-        return next((c for c in self.cells if c.dataset == dataset and c.arm == arm), None)
-
-    @property
-    def wall_s(self) -> float:
-        """Compute spent: the sum of the wall times of every run read."""
-        return sum(c.wall_s for c in self.cells)
-
-
-def _ci(values: Sequence[float]) -> tuple[float, float]:
-    if len(values) == 0:
-        return math.nan, math.nan
-    if len(values) == 1:
-        return float(values[0]), math.nan
-    mean, half = mean_ci(list(values))
-    return float(mean), float(half)
-
-
-def _aggregate_reliability(records: Sequence[RunRecord], data_cache: dict[Any, Any] | None
-                           ) -> dict[str, list[float]] | None:
-    """Pool per-bin reliability data over seeds (count-weighted); None when absent.
-
-    Runs whose result.json has no per-bin data are recomputed from their checkpoint when
-    ``data_cache`` is a dict (see :mod:`mixupe.bench.reliability`).
-    """
-    tables = []
-    for r in records:
-        table = r.final("test").get("reliability")
-        if table is None and data_cache is not None:
-            table = recompute_reliability(r, cache=data_cache)
-        tables.append(table)
-    tables = [t for t in tables if isinstance(t, dict) and t.get("count")]
-    if not tables:
-        return None
-    n_bins = len(tables[0]["count"])
-    count = [0.0] * n_bins
-    conf = [0.0] * n_bins
-    acc = [0.0] * n_bins
-    for t in tables:
-        if len(t["count"]) != n_bins:
-            continue
-        for b in range(n_bins):
-            c = float(t["count"][b])
-            count[b] += c
-            conf[b] += c * float(t["conf"][b] or 0.0)
-            acc[b] += c * float(t["acc"][b] or 0.0)
-    return {
-        "count": count,
-        "conf": [conf[b] / count[b] if count[b] else math.nan for b in range(n_bins)],
-        "acc": [acc[b] / count[b] if count[b] else math.nan for b in range(n_bins)],
-    }
-
-
-def _summarize_cell(runs_root: Path, dataset: str, arm: str, points: Sequence[Mapping[str, Any]],
-                    selection_seeds: Sequence[int],
-                    data_cache: dict[Any, Any] | None = None) -> CellSummary:
-    cell = CellSummary(dataset=dataset, arm=arm, n_points=len(points))
-    records: list[dict[int, RunRecord]] = []
-    for point in points:
-        recs = {int(s): read_run(runs_root, name) for s, name in point["runs"].items()}
-        records.append(recs)
-    scores: list[list[float] | None] = []
-    for recs in records:
-        chosen_recs = [recs[s] for s in selection_seeds if s in recs]
-        ok = chosen_recs and all(r.status == "complete" for r in chosen_recs)
-        vals = [r.final("val").get("acc") for r in chosen_recs] if ok else []
-        ok = ok and all(isinstance(v, int | float) and math.isfinite(v) for v in vals)
-        scores.append([float(v) for v in vals] if ok else None)
-    # No choice is announced while a grid point's selection runs are still missing or partial
-    # (the runner, too, chooses only after every selection run ended): a partial study must
-    # not show a "chosen" point that a later run can displace.
-    cell.selection_pending = sum(
-        1 for recs in records
-        if any(recs[s].status in ("missing", "partial") for s in selection_seeds if s in recs))
-    if len(records) > 1 and cell.selection_pending:
-        cell.chosen = None
-    else:
-        cell.chosen = choose_point(scores)
-    cell.grid = [(dict(point.get("params", {})),
-                  sum(sc) / len(sc) if sc else math.nan)
-                 for point, sc in zip(points, scores, strict=True)]
-    if cell.chosen is None and len(records) == 1 and any(
-            r.status == "complete" for r in records[0].values()):
-        cell.chosen = 0  # a single point needs no selection: report the seeds that finished
-    # Bookkeeping counts every run that exists for this cell, chosen or not.
-    for recs in records:
-        for rec in recs.values():
-            if rec.status == "missing":
-                continue
-            cell.runs += 1
-            cell.wall_s += rec.wall_s
-            if rec.status == "failed":
-                cell.failed += 1
-                cell.failures.append(f"{rec.name}: {rec.failure or 'diverged'}")
-    if cell.chosen is None:
-        cell.missing = sum(1 for recs in records for r in recs.values() if r.status != "complete")
-        return cell
-    chosen = records[cell.chosen]
-    cell.params = dict(points[cell.chosen].get("params", {}))
-    chosen_scores = scores[cell.chosen] or []
-    cell.selection_val = (sum(chosen_scores) / len(chosen_scores)) if chosen_scores else math.nan
-    complete = {s: r for s, r in chosen.items() if r.status == "complete"}
-    cell.missing = sum(1 for r in chosen.values() if r.status in ("missing", "partial"))
-    for metric in METRICS:
-        values = {s: r.final("test").get(metric) for s, r in complete.items()}
-        values = {s: float(v) for s, v in values.items() if isinstance(v, int | float)}
-        if values:
-            cell.test[metric] = values
-            cell.ci[metric] = _ci([values[s] for s in sorted(values)])
-    cell.method = str(next((r.config.get("method", "") for r in complete.values()), ""))
-    first = next(iter(chosen.values()))
-    cell.config_name = re.sub(r"-?seed\d+-[0-9a-f]+$", "", first.name).rstrip("/")
-    cell.curves = {s: r.curve("val", "acc") for s, r in complete.items()}
-    vals = [r.final("val").get("acc") for r in complete.values()]
-    vals = [float(v) for v in vals if isinstance(v, int | float) and math.isfinite(v)]
-    if len(vals) >= 2:
-        cell.val_spread = statistics.stdev(vals)
-    cell.reliability = _aggregate_reliability(list(complete.values()), data_cache)
-    for key in ("reg_ratio", "selected_frac"):
-        vals = [r.epochs[-1].get("train", {}).get(key) for r in complete.values() if r.epochs]
-        vals = [float(v) for v in vals if isinstance(v, int | float) and math.isfinite(v)]
-        if vals:
-            cell.train_extra[key] = sum(vals) / len(vals)
-    return cell
-
-
-def _compare(a: CellSummary, b: CellSummary) -> dict[str, Paired]:
-    """A minus B for every paired metric, over the seeds both completed."""
-    out: dict[str, Paired] = {}
-    for metric in PAIRED_METRICS:
-        if metric not in a.test or metric not in b.test:
-            continue
-        seeds = sorted(set(a.test[metric]) & set(b.test[metric]))
-        va = [a.test[metric][s] for s in seeds]
-        vb = [b.test[metric][s] for s in seeds]
-        if len(seeds) >= 2:
-            mean, half = paired_diff_ci(va, vb)
-            out[metric] = Paired(float(mean), float(half), len(seeds), paired_t_pvalue(va, vb))
-        elif len(seeds) == 1:
-            out[metric] = Paired(va[0] - vb[0], math.nan, 1, math.nan)
-    return out
-
-
-def _with_holm(results: Sequence[dict[str, Paired]]) -> None:
-    """Holm-adjust the accuracy p-values of one family of comparisons, in place."""
-    idx = [i for i, r in enumerate(results) if "acc" in r]
-    adjusted = holm_adjust([results[i]["acc"].p for i in idx])
-    for i, q in zip(idx, adjusted, strict=True):
-        results[i]["acc"] = dataclasses.replace(results[i]["acc"], p_holm=q)
-
-
-def _paired_differences(summary: SuiteSummary) -> None:
-    if summary.baseline is not None:
-        family: list[CellSummary] = []
-        for dataset in summary.datasets:
-            base = summary.cell(dataset, summary.baseline)
-            if base is None or "acc" not in base.test:
-                continue
-            for cell in summary.cells:
-                if (cell.dataset != dataset or cell.arm == summary.baseline
-                        or "acc" not in cell.test):
-                    continue
-                cell.paired = _compare(cell, base)
-                family.append(cell)
-        _with_holm([c.paired for c in family])
-    contrast_results = {}
-    for dataset in summary.datasets:
-        for a_label, b_label in summary.contrasts:
-            a, b = summary.cell(dataset, a_label), summary.cell(dataset, b_label)
-            if a is None or b is None:
-                continue
-            compared = _compare(a, b)
-            if compared:
-                contrast_results[(dataset, a_label, b_label)] = compared
-    _with_holm(list(contrast_results.values()))
-    summary.contrast_results = contrast_results
-
-
-def _summarize_manifest(runs_root: Path, record: Mapping[str, Any],
-                        data_cache: dict[Any, Any] | None) -> SuiteSummary:
-    selection = [int(s) for s in record.get("selection_seeds", record.get("seeds", []))]
-    cells = [_summarize_cell(runs_root, c["dataset"], c["arm"], c["points"], selection,
-                             data_cache)
-             for c in record["cells"]]
-    summary = SuiteSummary(name=str(record["suite"]),
-                           description=str(record.get("description", "")),
-                           seeds=[int(s) for s in record.get("seeds", [])],
-                           selection_seeds=selection, baseline=record.get("baseline"),
-                           datasets=list(record["datasets"]), arms=list(record["arms"]),
-                           cells=cells,
-                           contrasts=[(str(a), str(b)) for a, b in record.get("contrasts", [])])
-    _paired_differences(summary)
-    return summary
-
-
-def _adhoc_summary(runs_root: Path, names: Sequence[str],
-                   data_cache: dict[Any, Any] | None) -> SuiteSummary:
-    """Group runs outside suites by their configuration without the seed."""
-    groups: dict[str, dict[str, Any]] = {}
-    for name in names:
-        rec = read_run(runs_root, name)
-        config = {k: v for k, v in rec.config.items() if k != "seed"}
-        dataset = str(config.get("dataset", name.split("/")[0]))
-        arm = re.sub(r"-?seed\d+-[0-9a-f]+$", "", name).rstrip("/")
-        arm = arm[len(dataset) + 1:] if arm.startswith(dataset + "/") else arm
-        key = repr(sorted(config.items(), key=lambda kv: kv[0])) if config else name
-        group = groups.setdefault(key, {"dataset": dataset, "arm": arm, "runs": {}})
-        seed = int(rec.config.get("seed", len(group["runs"])))
-        while str(seed) in group["runs"]:
-            seed += 1000
-        group["runs"][str(seed)] = name
-    # Distinct configurations that render to the same label get a numeric suffix.
-    labels: dict[tuple[str, str], int] = {}
-    cells_in = []
-    for group in groups.values():
-        k = (group["dataset"], group["arm"])
-        labels[k] = labels.get(k, 0) + 1
-        arm = group["arm"] if labels[k] == 1 else f"{group['arm']} ({labels[k]})"
-        cells_in.append((group["dataset"], arm, group["runs"]))
-    cells = [_summarize_cell(runs_root, d, a, [{"params": {}, "runs": runs}],
-                             [int(s) for s in runs], data_cache) for d, a, runs in cells_in]
-    # Every seed of an ad-hoc group "selects"; with no grid the choice is trivial.
-    return SuiteSummary(name=ADHOC, description="runs started with `mixupe train`",
-                        seeds=sorted({s for c in cells for s in c.seeds}), selection_seeds=[],
-                        baseline=None, datasets=list(dict.fromkeys(c.dataset for c in cells)),
-                        arms=list(dict.fromkeys(c.arm for c in cells)), cells=cells)
-
-
-def summarize(runs_root: str | Path = "runs", *, suite: str | None = None,
-              recompute_reliability: bool = False) -> list[SuiteSummary]:
-    """Summaries of every suite found under ``runs_root`` (or only ``suite``).
-
-    ``recompute_reliability``: rebuild per-bin calibration data from the final checkpoints
-    of runs whose result.json lacks it (needed for reliability diagrams; loads the data).
-    Raises ConfigError when the directory is missing or holds no runs.
-    """
-    root = Path(runs_root)
-    cache: dict[Any, Any] | None = {} if recompute_reliability else None
-    if not root.is_dir():
-        raise ConfigError(
-            f"runs directory {str(root)!r} does not exist; run `mixupe bench quick` or "
-            f"`mixupe train` first, or pass the directory that holds your runs"
-        )
-    manifests = read_manifests(root)
-    if suite is not None:
-        chosen = [m for m in manifests if m.get("suite") == suite]
-        if not chosen:
-            found = [m.get("suite") for m in manifests]
-            raise ConfigError(
-                f"no suite {suite!r} under {str(root)!r} (found {found}); "
-                f"run `mixupe bench {suite} --runs-root {root}` first or drop --suite"
-            )
-        return [_summarize_manifest(root, m, cache) for m in chosen]
-    summaries = [_summarize_manifest(root, m, cache) for m in manifests]
-    in_suites = {name for m in manifests for c in m["cells"] for p in c["points"]
-                 for name in p["runs"].values()}
-    rest = [n for n in find_runs(root) if n not in in_suites]
-    if rest:
-        summaries.append(_adhoc_summary(root, rest, cache))
-    if not summaries:
-        raise ConfigError(
-            f"runs directory {str(root)!r} holds no runs; run `mixupe bench quick` or "
-            f"`mixupe train` first, or pass the directory that holds your runs"
-        )
-    return summaries
+__all__ = ["render_glance", "render_markdown", "render_suite", "stale_quotes", "write_report"]
 
 
 def _pct(ci: tuple[float, float] | None, scale: float = 100.0, digits: int = 1) -> str:
@@ -409,10 +56,16 @@ def _fmt_duration(seconds: float) -> str:
 
 
 def _fmt_paired(paired: Paired | None, scale: float = 100.0, digits: int = 2) -> str:
-    """``+0.26 ± 0.17``; bold where the 95 % interval excludes zero."""
+    """``+0.26 ± 0.17``; bold where the 95 % interval excludes zero.
+
+    >>> _fmt_paired(Paired(0.005, 0.0, 5, math.nan, degenerate=True))
+    '+0.50 (same in all 5 pairs)'
+    """
     if paired is None or not math.isfinite(paired.mean):
         return "–"
     text = f"{paired.mean * scale:+.{digits}f}"
+    if paired.degenerate:
+        return text + f" (same in all {paired.n} pairs)"
     if not math.isfinite(paired.half):
         return text + f" (n={paired.n})"
     text += f" ± {paired.half * scale:.{digits}f}"
@@ -430,9 +83,12 @@ PAIRED_INTRO = (
     "mean ± 95 % Student-t half-width; **bold**: the interval excludes zero."
 )
 PAIRED_COLUMNS = (
-    "p: two-sided paired t-test on accuracy; Holm: that p-value adjusted (Holm-Bonferroni) "
-    "over every comparison of the same table, a guard against reading one lucky interval out "
-    "of many. Δ NLL and Δ ECE: lower is better, so a negative difference favours the first arm."
+    "p: two-sided paired t-test on final-epoch accuracy; Holm: that p-value adjusted "
+    "(Holm-Bonferroni) over every comparison of the same table, a guard against reading one "
+    "lucky interval out of many. Δ best-epoch acc: test accuracy at each run's "
+    "best-validation epoch (Holm p over the table in brackets). Δ NLL and Δ ECE: lower is "
+    "better, so a negative difference favours the first arm. \"same in all n pairs\": no "
+    "spread, so no interval or test."
 )
 
 
@@ -461,14 +117,17 @@ def render_glance(summary: SuiteSummary) -> str:
 
 def _render_paired_table(rows: Sequence[tuple[str, str, dict[str, Paired]]],
                          first: str) -> list[str]:
-    lines = [f"| Dataset | {first} | Δ acc (pp) | p | Holm p | Δ NLL | Δ ECE (pp) | "
-             f"Δ FGSM acc (pp) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| Dataset | {first} | Δ acc (pp) | p | Holm p | Δ best-epoch acc (pp) | "
+             f"Δ NLL | Δ ECE (pp) | Δ FGSM acc (pp) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for dataset, label, paired in rows:
-        acc = paired.get("acc")
+        acc, best = paired.get("acc"), paired.get(BEST)
+        best_text = _fmt_paired(best)
+        if best is not None and math.isfinite(best.p_holm):
+            best_text += f" [{_fmt_p(best.p_holm)}]"
         lines.append(
             f"| {dataset} | {label} | {_fmt_paired(acc)} | {_fmt_p(acc.p if acc else math.nan)} "
-            f"| {_fmt_p(acc.p_holm if acc else math.nan)} | "
+            f"| {_fmt_p(acc.p_holm if acc else math.nan)} | {best_text} | "
             f"{_fmt_paired(paired.get('nll'), 1.0, 3)} | {_fmt_paired(paired.get('ece'))} | "
             f"{_fmt_paired(paired.get('fgsm_acc'))} |")
     return lines
@@ -486,9 +145,9 @@ def render_grid(summary: SuiteSummary) -> str:
     """
     lines = []
     for dataset in summary.datasets:
-        for cell in (c for c in summary.cells if c.dataset == dataset and c.n_points > 1):
+        for cell in (c for c in summary.cells if c.dataset == dataset and c.grid):
             groups: dict[str, list[str]] = {}
-            for i, (params, score) in enumerate(cell.grid):
+            for params, score in cell.grid:
                 keys = list(params)
                 if not keys:
                     continue
@@ -496,7 +155,7 @@ def render_grid(summary: SuiteSummary) -> str:
                 head = (head + ", " if head else "") + f"{keys[-1]}"
                 shown = f"{score * 100:.2f}" if math.isfinite(score) else "n/a"
                 entry = f"{_fmt_value(params[keys[-1]])} → {shown}"
-                groups.setdefault(head, []).append(f"**{entry}**" if i == cell.chosen
+                groups.setdefault(head, []).append(f"**{entry}**" if params == cell.params
                                                    else entry)
             if not groups:
                 continue
@@ -507,39 +166,106 @@ def render_grid(summary: SuiteSummary) -> str:
     return "\n".join(lines)
 
 
+def render_precondition(summary: SuiteSummary) -> str:
+    """The regime table: does the suite's first precondition arm beat the second, converged?"""
+    rows = summary.preconditions
+    if not rows:
+        return ""
+    a_label, b_label = summary.precondition_arms or ("", "")
+    lines = [f"| Dataset | {b_label} test acc (%) | {a_label} test acc (%) | {a_label} chose | "
+             f"{a_label} − {b_label} (pp) | late val gain {b_label} / {a_label} (pp) | "
+             f"seed sd of val (pp) | Epochs | s/run ({b_label} / {a_label}) | Met |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        a, b = row.a, row.b
+
+        def gain(c: Any) -> str:
+            g = c.late_gain[0]
+            return "–" if not math.isfinite(g) else f"{g * 100:+.2f}"
+
+        noise = max((c.late_gain[1] for c in (a, b) if math.isfinite(c.late_gain[1])),
+                    default=math.nan)
+        walls = " / ".join(f"{c.chosen_wall_s:.0f}" if math.isfinite(c.chosen_wall_s) else "–"
+                           for c in (b, a))
+        met = "yes" if row.met else ("no" if row.diff is not None and a.flat is not None
+                                     else "pending")
+        lines.append(
+            f"| {row.dataset} | {_pct(b.ci.get('acc'), digits=2)} | "
+            f"{_pct(a.ci.get('acc'), digits=2)} | {_fmt_params(a.params)} | "
+            f"{_fmt_paired(row.diff)} | {gain(b)} / {gain(a)} | "
+            f"{noise * 100:.2f} | {max(a.epochs, b.epochs)} | {walls} | {met} |"
+            if math.isfinite(noise) else
+            f"| {row.dataset} | {_pct(b.ci.get('acc'), digits=2)} | "
+            f"{_pct(a.ci.get('acc'), digits=2)} | {_fmt_params(a.params)} | "
+            f"{_fmt_paired(row.diff)} | {gain(b)} / {gain(a)} | – | "
+            f"{max(a.epochs, b.epochs)} | {walls} | {met} |")
+    return "\n".join(lines)
+
+
+PRECONDITION_INTRO = (
+    "Met when the paired final-epoch test-accuracy difference has a 95 % interval above zero "
+    "and both arms are flat at the end: the late validation gain (mean over seeds of the "
+    "mean validation accuracy over the last 10 % of epochs minus the 10 % before) lies "
+    "within the seed standard deviation of the final validation accuracy (the larger of the "
+    "two arms'). s/run: mean wall time of a reported run of the chosen point."
+)
+
+
+def _chosen_text(cell: Any) -> str:
+    if cell.waiting_for:
+        return f"waits for {', '.join(cell.waiting_for)}"
+    if cell.chosen is None and cell.selection_pending:
+        n = len(cell.grid) or cell.n_points
+        return f"selecting ({n - cell.selection_pending}/{n} points done)"
+    return _fmt_params(cell.params)
+
+
+def _extras_text(extra: Mapping[str, float]) -> str:
+    parts = []
+    if "reg_ratio" in extra:
+        parts.append(f"reg_ratio {extra['reg_ratio']:.3g}")
+    if "selected_frac" in extra:
+        parts.append(f"selected_frac {extra['selected_frac']:.3g}")
+    if "rescale_all" in extra:
+        parts.append(f"rescale factor {extra['rescale_all']:.3g} (epoch means "
+                     f"{extra['rescale_min']:.3g}–{extra['rescale_max']:.3g}"
+                     + (f"; within the last epoch sd {extra['rescale_sd']:.2g})"
+                        if "rescale_sd" in extra else ")"))
+    return ", ".join(parts)
+
+
 def render_suite(summary: SuiteSummary) -> str:
     """The Markdown section of one suite: protocol, table, notes."""
     lines = [f"## Suite `{summary.name}`", ""]
     if summary.description:
         lines += [summary.description, ""]
     if summary.name != ADHOC:
-        lines += [f"Seeds {summary.seeds}; selection seeds {summary.selection_seeds}. " + PROTOCOL,
-                  ""]
+        lines += [f"Reported seeds {summary.seeds}; selection seeds {summary.selection_seeds}. "
+                  + PROTOCOL, ""]
+    pre = render_precondition(summary)
+    if pre:
+        a, b = summary.precondition_arms or ("", "")
+        lines += [f"### Precondition: does {a} beat {b} at convergence?", "",
+                  PRECONDITION_INTRO, "", pre, ""]
     base = summary.baseline or "baseline"
     lines += [
-        f"| Dataset | Arm | Chosen | Seeds | Test acc (%) | NLL | ECE (%) | Brier | "
-        f"FGSM acc (%) | Δ acc vs {base} (pp) | Failed/runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| Dataset | Arm | Chosen | Seeds | Test acc (%) | Best-epoch test acc (%) | NLL | "
+        f"ECE (%) | Brier | FGSM acc (%) | Δ acc vs {base} (pp) | Failed/runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset in summary.datasets:
         for arm in summary.arms:
             cell = summary.cell(dataset, arm)
             if cell is None:
                 continue
-            if cell.diff is not None:
-                mean, half, n = cell.diff
-                diff = (f"{mean * 100:+.2f} ± {half * 100:.2f}" if math.isfinite(half)
-                        else f"{mean * 100:+.2f}") + f" (n={n})"
-            else:
-                diff = "–"
+            diff = _fmt_paired(cell.paired.get("acc")).replace("**", "")
+            if cell.diff is not None and "(n=" not in diff and "pairs" not in diff:
+                diff += f" (n={cell.diff[2]})"
             seeds = f"{len(cell.seeds)}" + (f" (+{cell.missing} missing)" if cell.missing else "")
-            chosen = _fmt_params(cell.params)
-            if cell.chosen is None and cell.n_points > 1 and cell.selection_pending:
-                chosen = (f"selecting ({cell.n_points - cell.selection_pending}/"
-                          f"{cell.n_points} points done)")
             lines.append(
-                f"| {dataset} | {arm} | {chosen} | {seeds} | "
-                f"{_pct(cell.ci.get('acc'))} | {_pct(cell.ci.get('nll'), 1.0, 3)} | "
+                f"| {dataset} | {arm} | {_chosen_text(cell)} | {seeds} | "
+                f"{_pct(cell.ci.get('acc'))} | {_pct(cell.ci.get(BEST))} | "
+                f"{_pct(cell.ci.get('nll'), 1.0, 3)} | "
                 f"{_pct(cell.ci.get('ece'))} | {_pct(cell.ci.get('brier'), 1.0, 3)} | "
                 f"{_pct(cell.ci.get('fgsm_acc'))} | {diff} | {cell.failed}/{cell.runs} |"
             )
@@ -567,24 +293,25 @@ def render_suite(summary: SuiteSummary) -> str:
     grid = render_grid(summary)
     if grid:
         lines += ["### Selection grids", "",
-                  "Final-epoch VALIDATION accuracy (%) of every grid point, mean over the "
-                  "selection seeds; the chosen point in bold; seed sd: the standard deviation "
-                  "of the chosen point's validation accuracy over all its seeds. Neighbouring "
-                  "points closer than that are not distinguishable, and the choice among "
-                  "them is arbitrary.", "", grid, ""]
+                  "Final-epoch VALIDATION accuracy (%) of every eligible grid point, mean over "
+                  "the selection seeds; the chosen point in bold; seed sd: the standard "
+                  "deviation of the chosen point's validation accuracy over its reported "
+                  "seeds. Neighbouring points closer than that are not distinguishable, and "
+                  "the choice among them is arbitrary.", "", grid, ""]
     configured = [c for c in summary.cells if c.config_name]
     if configured and summary.name != ADHOC:
         lines += ["Configurations of the chosen points (run directory names without the seed):",
                   ""]
         lines += [f"- {c.dataset} / {c.arm}: `{c.config_name}`" for c in configured]
         lines.append("")
-    extras = [c for c in summary.cells if c.train_extra and c.method == "mixupe"]
+    extras = [c for c in summary.cells if c.method in REGULARISED and _extras_text(c.train_extra)]
     if extras:
-        lines += ["MixupE at the final epoch, mean over the chosen point's seeds (reg_ratio: size "
-                  "of the regulariser relative to the Mixup loss; selected_frac: fraction of "
-                  "samples selected):", ""]
-        lines += [f"- {c.dataset} / {c.arm}: " + ", ".join(
-            f"{k} {v:.3g}" for k, v in c.train_extra.items()) for c in extras]
+        lines += ["MixupE diagnostics at the final epoch, mean over the chosen point's seeds "
+                  "(reg_ratio: size of the regulariser relative to the Mixup loss; "
+                  "selected_frac: fraction of samples selected; rescale factor: |L_mix| / |L| "
+                  "of the rescaled loss, averaged over all steps, with the range of its epoch "
+                  "means):", ""]
+        lines += [f"- {c.dataset} / {c.arm}: {_extras_text(c.train_extra)}" for c in extras]
         lines.append("")
     lines.append(f"Compute spent: {_fmt_duration(summary.wall_s)} of training wall time over "
                  f"{sum(c.runs for c in summary.cells)} runs "
@@ -593,8 +320,8 @@ def render_suite(summary: SuiteSummary) -> str:
     if failures:
         lines += ["", "Failed runs:", *[f"- {f}" for f in failures]]
     if not any(c.reliability for c in summary.cells):
-        lines += ["", "(No per-bin reliability data for these runs (neither in result.json nor "
-                      "recomputable from checkpoint.pt); reliability diagrams were skipped.)"]
+        lines += ["", "(No per-bin reliability data in these runs' results; reliability "
+                      "diagrams were skipped.)"]
     lines.append("")
     return "\n".join(lines)
 
@@ -679,7 +406,7 @@ def write_report(runs_root: str | Path = "runs", *, suite: str | None = None,
             raise ConfigError(f"{str(doc)!r} exists and was not written by `mixupe report`; "
                               f"move it away or choose another --document path (it is never "
                               f"overwritten)")
-    summaries = summarize(runs_root, suite=suite, recompute_reliability=plots)
+    summaries = summarize(runs_root, suite=suite)
     out_dir = Path(out) if out is not None else Path(runs_root) / "report"
     text = render_markdown(summaries)
     if document is not None:

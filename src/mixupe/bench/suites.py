@@ -3,19 +3,33 @@
 A suite is datasets x arms (methods) x hyper-parameter grids x seeds::
 
     name = "example"
-    seeds = [0, 1, 2]
-    selection_seeds = [0]          # seeds every grid point runs with (default: all seeds)
+    seeds = [0, 1, 2]              # the seeds reported
+    selection_seeds = [100, 101]   # seeds every grid point runs with to choose one; left out of
+                                   # the reported statistics (default: all seeds)
     baseline = "Mixup"             # arm the paired differences are taken against
     contrasts = [["MixupE v3", "Mixup"]]   # extra paired comparisons "A minus B" to report
+    precondition = ["Mixup", "ERM"]        # report whether A beats B at convergence
     [defaults]                     # TrainConfig fields for every run
     epochs = 5
     [[datasets]]
     name = "digits"                # TrainConfig.dataset; other keys override TrainConfig fields
     model = "mlp"
     [[arms]]
+    label = "Mixup"
+    method = "mixup"
+    grid = { alpha = [0.2, 1.0] }
+    [[arms]]
     label = "MixupE v3"
     method = "mixupe"
     grid = { eta = [0.01, 0.1] }
+    follow = { alpha = "Mixup" }   # use the alpha that arm "Mixup" chose on this dataset
+
+A cell (dataset x arm) with one grid point needs no selection and reports every seed. A
+cell with several points runs each with the selection seeds, chooses the best mean
+validation accuracy, and reports the chosen point over the seeds that are not selection
+seeds (see :mod:`mixupe.bench.selection`). An arm that ``follow``s another takes the other
+arm's chosen value of a key: its grid is crossed with the other arm's values, and only the
+points at the chosen value run.
 
 Settings are merged in the order: TrainConfig defaults < ``[defaults]`` < dataset < arm <
 grid point < overrides given by the caller (``--set`` on the command line) < seed.
@@ -31,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -55,7 +70,6 @@ __all__ = [
     "GridPoint",
     "Suite",
     "builtin_suites",
-    "effective_selection_seeds",
     "expand",
     "load_suite",
     "manifest",
@@ -63,12 +77,12 @@ __all__ = [
     "parse_suite",
     "read_manifests",
     "restrict_grid",
+    "variant_name",
     "write_manifest",
 ]
 
 _SUITE_KEYS = {"name", "description", "seeds", "selection_seeds", "baseline", "contrasts",
-               "defaults",
-               "datasets", "arms"}
+               "precondition", "defaults", "datasets", "arms"}
 MANIFEST_DIR = "_suites"
 
 
@@ -87,11 +101,12 @@ class ArmSpec:
     label: str
     settings: Mapping[str, Any]
     grid: Mapping[str, Sequence[Any]]
+    follow: Mapping[str, str] = dataclasses.field(default_factory=dict)  # key -> arm label
 
 
 @dataclass(frozen=True)
 class Suite:
-    """A parsed suite. ``selection_seeds`` are the seeds every grid point runs with."""
+    """A parsed suite. ``seeds`` are reported; ``selection_seeds`` choose among grid points."""
 
     name: str
     description: str
@@ -102,6 +117,7 @@ class Suite:
     datasets: tuple[DatasetSpec, ...]
     arms: tuple[ArmSpec, ...]
     contrasts: tuple[tuple[str, str], ...] = ()  # (A, B): the report shows A minus B, paired
+    precondition: tuple[str, str] | None = None  # (A, B): does A beat B at convergence?
 
 
 @dataclass(frozen=True)
@@ -114,11 +130,12 @@ class GridPoint:
 
 @dataclass(frozen=True)
 class ArmPlan:
-    """Everything one dataset x arm cell of a suite may run."""
+    """Everything one dataset x arm cell of a suite may run (``follow`` as in :class:`ArmSpec`)."""
 
     dataset: str
     arm: str
     points: tuple[GridPoint, ...]
+    follow: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def builtin_suites() -> list[str]:
@@ -234,9 +251,6 @@ def parse_suite(data: Mapping[str, Any], *, source: str = "suite") -> Suite:
         raise ConfigError(f"{source}: name = {name!r} must be a non-empty string without '/'")
     seeds = _int_list(data.get("seeds", [0]), f"{source}: seeds")
     selection = _int_list(data.get("selection_seeds", list(seeds)), f"{source}: selection_seeds")
-    if not set(selection) <= set(seeds):
-        raise ConfigError(f"{source}: selection_seeds {list(selection)} must be a subset of "
-                          f"seeds {list(seeds)}; add them to seeds or remove them")
     defaults = dict(data.get("defaults", {}))
     _check_fields(defaults, f"{source} [defaults]")
 
@@ -259,13 +273,15 @@ def parse_suite(data: Mapping[str, Any], *, source: str = "suite") -> Suite:
         if not isinstance(label, str) or not label:
             raise ConfigError(f"{source}: arms entry {i} has no label; add label = \"Mixup\"")
         grid = dict(entry.pop("grid", {}))
+        follow = entry.pop("follow", {})
         where = f"{source} arm {label!r}"
         _check_fields(entry, where)
         _check_fields(grid, f"{where} grid")
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{where}: grid {key} = {values!r} must be a non-empty list")
-        arms.append(ArmSpec(label=label, settings=entry, grid=grid))
+        follow = _parse_follow(follow, where, entry, grid, [a.label for a in arms])
+        arms.append(ArmSpec(label=label, settings=entry, grid=grid, follow=follow))
     if not arms:
         raise ConfigError(f"{source} lists no arms; add at least one [[arms]] table")
     named = (("dataset", [d.label for d in datasets]), ("arm", [a.label for a in arms]))
@@ -282,9 +298,37 @@ def parse_suite(data: Mapping[str, Any], *, source: str = "suite") -> Suite:
         raise ConfigError(f"{source}: baseline = {baseline!r} is not an arm label; use one of "
                           f"{[a.label for a in arms]}")
     contrasts = _parse_contrasts(data.get("contrasts", []), [a.label for a in arms], source)
+    precondition = None
+    if "precondition" in data:
+        (precondition,) = _parse_contrasts([data["precondition"]], [a.label for a in arms],
+                                           f"{source} precondition")
+    chooses = any(a.follow or math.prod(len(v) for v in a.grid.values()) > 1 for a in arms)
+    if chooses and not set(seeds) - set(selection):
+        raise ConfigError(f"{source}: every seed {list(seeds)} is a selection seed, so a cell "
+                          f"that chooses among grid points would report no seed (selection "
+                          f"seeds are left out of the reported statistics); add reported "
+                          f"seeds to `seeds` or list other `selection_seeds`")
     return Suite(name=name, description=str(data.get("description", "")), seeds=seeds,
                  selection_seeds=selection, baseline=baseline, defaults=defaults,
-                 datasets=tuple(datasets), arms=tuple(arms), contrasts=contrasts)
+                 datasets=tuple(datasets), arms=tuple(arms), contrasts=contrasts,
+                 precondition=precondition)
+
+
+def _parse_follow(value: Any, where: str, settings: Mapping[str, Any],
+                  grid: Mapping[str, Any], earlier: Sequence[str]) -> dict[str, str]:
+    """``follow = { alpha = "Mixup" }``: keys taken from the choice of an arm listed earlier."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: follow = {value!r} must be a table such as "
+                          f"{{ alpha = \"Mixup\" }}")
+    _check_fields(value, f"{where} follow")
+    for key, label in value.items():
+        if label not in earlier:
+            raise ConfigError(f"{where}: follow {key} = {label!r} must name an arm listed "
+                              f"before this one; use one of {list(earlier)}")
+        if key in settings or key in grid:
+            raise ConfigError(f"{where}: {key!r} is both followed from {label!r} and set by the "
+                              f"arm itself; remove one of them")
+    return dict(value)
 
 
 def _parse_contrasts(value: Any, labels: Sequence[str],
@@ -318,13 +362,31 @@ def _tupled(value: Any) -> Any:
     return value
 
 
+def _followed_values(suite: Suite, arm: ArmSpec, ds: DatasetSpec,
+                     overrides: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """For each followed key, the values the followed arm can choose on dataset ``ds``."""
+    by_label = {a.label: a for a in suite.arms}
+    out = {}
+    for key, label in arm.follow.items():
+        parent = by_label[label]
+        if key in overrides:
+            out[key] = [overrides[key]]
+        elif key in parent.grid:
+            out[key] = list(parent.grid[key])
+        else:
+            merged = {**suite.defaults, **ds.settings, **parent.settings}
+            out[key] = [merged.get(key, getattr(TrainConfig(), key))]
+    return out
+
+
 def expand(suite: Suite, *, overrides: Mapping[str, Any] | None = None,
            seeds: Sequence[int] | None = None) -> list[ArmPlan]:
     """Expand a suite into one :class:`ArmPlan` per dataset x arm (each config validated).
 
+    Every grid point gets a config for each reported seed and each selection seed. An arm
+    that follows another has its grid crossed with the followed keys' candidate values.
     ``overrides`` set TrainConfig fields for every run (and replace grid entries of the same
-    name); ``seeds`` replaces the suite's seeds (selection seeds are kept where they are
-    among the new seeds, otherwise all new seeds select).
+    name); ``seeds`` replaces the suite's reported seeds.
 
     Example:
         >>> plans = expand(load_suite("smoke"), overrides={"epochs": 1})
@@ -334,10 +396,12 @@ def expand(suite: Suite, *, overrides: Mapping[str, Any] | None = None,
     overrides = dict(overrides or {})
     _check_fields(overrides, "overrides")
     run_seeds = tuple(seeds) if seeds is not None else suite.seeds
+    all_seeds = tuple(dict.fromkeys((*run_seeds, *suite.selection_seeds)))
     plans = []
     for ds in suite.datasets:
         for arm in suite.arms:
             grid = {k: v for k, v in arm.grid.items() if k not in overrides}
+            grid |= _followed_values(suite, arm, ds, overrides)
             keys = list(grid)
             points = []
             seen: dict[str, Mapping[str, Any]] = {}
@@ -346,14 +410,14 @@ def expand(suite: Suite, *, overrides: Mapping[str, Any] | None = None,
                 merged = {**suite.defaults, **ds.settings, **arm.settings, **params, **overrides}
                 merged = {k: _tupled(v) for k, v in merged.items()}
                 configs = {}
-                for seed in run_seeds:
+                for seed in all_seeds:
                     where = f"suite {suite.name!r}, dataset {ds.label!r}, arm {arm.label!r}"
                     try:
                         cfg = TrainConfig.from_dict({**merged, "seed": seed}).normalized()
                     except (ConfigError, TypeError) as exc:
                         raise ConfigError(f"{where}, grid point {params}: {exc}") from exc
                     configs[seed] = cfg
-                key = configs[run_seeds[0]].run_name()
+                key = configs[all_seeds[0]].run_name()
                 if key in seen:
                     raise ConfigError(
                         f"suite {suite.name!r}, arm {arm.label!r}: grid points {seen[key]} and "
@@ -362,37 +426,57 @@ def expand(suite: Suite, *, overrides: Mapping[str, Any] | None = None,
                     )
                 seen[key] = params
                 points.append(GridPoint(params=params, configs=configs))
-            plans.append(ArmPlan(dataset=ds.label, arm=arm.label, points=tuple(points)))
+            plans.append(ArmPlan(dataset=ds.label, arm=arm.label, points=tuple(points),
+                                 follow=dict(arm.follow)))
     return plans
 
 
-def effective_selection_seeds(suite: Suite, seeds: Sequence[int] | None = None) -> tuple[int, ...]:
-    """Selection seeds after a ``seeds`` override: those still run, or all seeds if none are."""
-    run_seeds = tuple(seeds) if seeds is not None else suite.seeds
-    kept = tuple(s for s in suite.selection_seeds if s in run_seeds)
-    return kept or run_seeds
+def variant_name(name: str, *, overrides: Mapping[str, Any] | None = None,
+                 seeds: Sequence[int] | None = None) -> str:
+    """The name a suite runs under with caller overrides: its own manifest, never the suite's.
+
+    >>> variant_name("quick", overrides={"epochs": 2}, seeds=[0, 1])
+    'quick@set:epochs=2@seeds=0,1'
+    >>> variant_name("quick")
+    'quick'
+    """
+    def show(value: Any) -> str:
+        if isinstance(value, list | tuple):
+            return "|".join(show(v) for v in value)
+        if isinstance(value, dict):
+            return "|".join(f"{k}:{show(v)}" for k, v in sorted(value.items()))
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    if overrides:
+        name += "@set:" + ",".join(f"{k}={show(v)}" for k, v in sorted(overrides.items()))
+    if seeds is not None:
+        name += "@seeds=" + ",".join(str(s) for s in seeds)
+    return name.replace("/", "_")
 
 
-def manifest(suite: Suite, plans: Sequence[ArmPlan], *,
-             seeds: Sequence[int] | None = None) -> dict[str, Any]:
+def manifest(suite: Suite, plans: Sequence[ArmPlan], *, seeds: Sequence[int] | None = None,
+             name: str | None = None) -> dict[str, Any]:
     """The JSON-able record of a suite's runs that the report reads back.
 
     It maps every dataset x arm x grid point x seed to its run directory name, so the
-    report needs nothing but the runs directory.
+    report needs nothing but the runs directory. ``name``: the variant name to record
+    (default: the suite's).
     """
     return {
-        "suite": suite.name,
+        "suite": name or suite.name,
         "description": suite.description,
         "seeds": list(seeds) if seeds is not None else list(suite.seeds),
-        "selection_seeds": list(effective_selection_seeds(suite, seeds)),
+        "selection_seeds": list(suite.selection_seeds),
         "baseline": suite.baseline,
         "contrasts": [list(c) for c in suite.contrasts],
+        **({"precondition": list(suite.precondition)} if suite.precondition else {}),
         "datasets": [d.label for d in suite.datasets],
         "arms": [a.label for a in suite.arms],
         "cells": [
             {
                 "dataset": plan.dataset,
                 "arm": plan.arm,
+                **({"follow": dict(plan.follow)} if plan.follow else {}),
                 "points": [
                     {"params": {k: _jsonable(v) for k, v in point.params.items()},
                      "runs": {str(seed): cfg.run_name() for seed, cfg in point.configs.items()}}

@@ -1,0 +1,443 @@
+"""The data model of a benchmark report: suites, cells, seeds, intervals and paired differences.
+
+:func:`summarize` reads what is on disk (the suite manifests under ``RUNS/_suites/`` and each
+run, from its directory or from a pack, see :mod:`mixupe.bench.rundirs`), applies the one
+selection rule (:mod:`mixupe.bench.selection`) and computes every statistic; the Markdown
+report (:mod:`mixupe.bench.report`) and the plots (:mod:`mixupe.bench.plots`) only render it.
+Runs that belong to no suite (``mixupe train``) are grouped by configuration (all seeds of
+the same hyper-parameters together) in an extra suite.
+
+Example:
+    >>> import tempfile
+    >>> try:
+    ...     summarize(tempfile.mkdtemp())
+    ... except Exception as exc:
+    ...     type(exc).__name__
+    'ConfigError'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mixupe.bench.rundirs import METRICS, RunReader, RunRecord
+from mixupe.bench.runner import cell_selections
+from mixupe.bench.suites import read_manifests
+from mixupe.engine.metrics import holm_adjust, mean_ci, paired_diff_ci, paired_t_pvalue
+from mixupe.errors import ConfigError
+
+__all__ = ["ADHOC", "CellSummary", "Paired", "Precondition", "SuiteSummary", "compare",
+           "summarize"]
+
+ADHOC = "(runs outside any suite)"
+# Metrics compared seed by seed between arms (accuracy first: the Holm family is over it).
+PAIRED_METRICS = ("acc", "nll", "ece", "fgsm_acc")
+# Test accuracy at the best-validation epoch, compared like the final-epoch metrics.
+BEST = "best_acc"
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired comparison A minus B over the seeds both arms completed.
+
+    ``p`` is the two-sided paired t-test p-value; ``p_holm`` is Holm-adjusted over the
+    comparison's family (every arm against the baseline of the suite, or every contrast),
+    NaN where no family adjustment applies. When every paired difference is the same
+    (``degenerate``: no spread, e.g. two arms that train identically) no interval or test
+    exists: ``half`` is 0, ``p`` is NaN, and the difference is never called significant.
+    """
+
+    mean: float
+    half: float
+    n: int
+    p: float
+    p_holm: float = math.nan
+    degenerate: bool = False
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the 95 % interval lies entirely on one side of zero."""
+        return (not self.degenerate and math.isfinite(self.half)
+                and abs(self.mean) > self.half)
+
+
+@dataclass
+class CellSummary:
+    """One dataset x arm of a suite after selection."""
+
+    dataset: str
+    arm: str
+    n_points: int
+    method: str = ""
+    config_name: str = ""  # the chosen point's run name without seed and hash
+    chosen: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    reported_seeds: list[int] = field(default_factory=list)
+    chose: bool = False  # a choice among several points was made (selection seeds excluded)
+    waiting_for: list[str] = field(default_factory=list)  # followed arms that have not chosen
+    # metric -> seed -> value: final-epoch test metrics, plus BEST (test acc at best val epoch)
+    test: dict[str, dict[int, float]] = field(default_factory=dict)
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (mean, half)
+    paired: dict[str, Paired] = field(default_factory=dict)  # metric -> this arm minus baseline
+    curves: dict[int, list[float]] = field(default_factory=dict)  # seed -> val acc per epoch
+    best_epochs: dict[int, int] = field(default_factory=dict)  # seed -> best validation epoch
+    epochs: int = 0
+    reliability: dict[str, list[float]] | None = None
+    train_extra: dict[str, float] = field(default_factory=dict)  # e.g. reg_ratio, rescale
+    failed: int = 0
+    missing: int = 0
+    selection_pending: int = 0  # grid points whose selection runs have not all finished
+    grid: list[tuple[dict[str, Any], float]] = field(default_factory=list)  # params, sel. score
+    val_spread: float = math.nan  # sd over seeds of the chosen point's final val accuracy
+    late_gain: tuple[float, float] = (math.nan, math.nan)  # see Precondition
+    runs: int = 0
+    wall_s: float = 0.0
+    chosen_wall_s: float = math.nan  # mean wall time of the chosen point's reported runs
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def diff(self) -> tuple[float, float, int] | None:
+        """Test accuracy minus the baseline's: (mean, half-width, pairs), or None."""
+        acc = self.paired.get("acc")
+        return None if acc is None else (acc.mean, acc.half, acc.n)
+
+    @property
+    def seeds(self) -> list[int]:
+        """Seeds of the chosen point with complete test metrics."""
+        return sorted(self.test.get("acc", {}))
+
+    @property
+    def flat(self) -> bool | None:
+        """Whether validation accuracy is flat at the end (None: too few epochs or seeds)."""
+        gain, noise = self.late_gain
+        if not (math.isfinite(gain) and math.isfinite(noise)):
+            return None
+        return abs(gain) <= noise
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """Whether arm ``a`` beats arm ``b`` at convergence on a dataset (the regime search).
+
+    Met when the paired test-accuracy difference ``a - b`` has a 95 % interval above zero
+    and both arms' validation accuracy is flat over the last 20 % of epochs: the mean over
+    seeds of (mean validation accuracy over the last 10 % of epochs minus that over the 10 %
+    before) lies within the seed standard deviation of the final validation accuracy.
+    """
+
+    dataset: str
+    a: CellSummary
+    b: CellSummary
+    diff: Paired | None
+
+    @property
+    def met(self) -> bool:
+        """The difference excludes zero upwards and both arms are flat."""
+        return (self.diff is not None and self.diff.excludes_zero and self.diff.mean > 0
+                and bool(self.a.flat) and bool(self.b.flat))
+
+
+@dataclass
+class SuiteSummary:
+    """A whole suite: its cells in (dataset, arm) order and its bookkeeping."""
+
+    name: str
+    description: str
+    seeds: list[int]
+    selection_seeds: list[int]
+    baseline: str | None
+    datasets: list[str]
+    arms: list[str]
+    cells: list[CellSummary]
+    contrasts: list[tuple[str, str]] = field(default_factory=list)
+    # (dataset, A, B) -> metric -> A minus B, for every contrast the suite declares
+    contrast_results: dict[tuple[str, str, str], dict[str, Paired]] = field(default_factory=dict)
+    precondition_arms: tuple[str, str] | None = None
+
+    def cell(self, dataset: str, arm: str) -> CellSummary | None:
+        """The cell of ``dataset`` x ``arm``, if the suite has it."""
+        return next((c for c in self.cells if c.dataset == dataset and c.arm == arm), None)
+
+    @property
+    def wall_s(self) -> float:
+        """Compute spent: the sum of the wall times of every run read."""
+        return sum(c.wall_s for c in self.cells)
+
+    @property
+    def preconditions(self) -> list[Precondition]:
+        """Per dataset, whether the suite's ``precondition`` arm beats the other (if declared)."""
+        if self.precondition_arms is None:
+            return []
+        a_label, b_label = self.precondition_arms
+        out = []
+        for dataset in self.datasets:
+            a, b = self.cell(dataset, a_label), self.cell(dataset, b_label)
+            if a is not None and b is not None:
+                out.append(Precondition(dataset, a, b, compare(a, b).get("acc")))
+        return out
+
+
+def _ci(values: Sequence[float]) -> tuple[float, float]:
+    if len(values) == 0:
+        return math.nan, math.nan
+    if len(values) == 1:
+        return float(values[0]), math.nan
+    mean, half = mean_ci(list(values))
+    return float(mean), float(half)
+
+
+def _pool_reliability(records: Sequence[RunRecord]) -> dict[str, list[float]] | None:
+    """Pool per-bin reliability data of the test split over seeds (count-weighted)."""
+    tables = [r.final("test").get("reliability") for r in records]
+    tables = [t for t in tables if isinstance(t, dict) and t.get("count")]
+    if not tables:
+        return None
+    n_bins = len(tables[0]["count"])
+    count, conf, acc = [0.0] * n_bins, [0.0] * n_bins, [0.0] * n_bins
+    for t in tables:
+        if len(t["count"]) != n_bins:
+            continue
+        for b in range(n_bins):
+            c = float(t["count"][b])
+            count[b] += c
+            conf[b] += c * float(t["conf"][b] or 0.0)
+            acc[b] += c * float(t["acc"][b] or 0.0)
+    return {
+        "count": count,
+        "conf": [conf[b] / count[b] if count[b] else math.nan for b in range(n_bins)],
+        "acc": [acc[b] / count[b] if count[b] else math.nan for b in range(n_bins)],
+    }
+
+
+def _late_gain(curves: Sequence[Sequence[float]]) -> float:
+    """Mean over seeds of (mean val acc over the last 10 % of epochs minus the 10 % before)."""
+    gains = []
+    for curve in curves:
+        k = max(1, round(0.1 * len(curve)))
+        if len(curve) < 2 * k or len(curve) < 4:
+            continue
+        last, before = curve[-k:], curve[-2 * k:-k]
+        gains.append(sum(last) / k - sum(before) / k)
+    return sum(gains) / len(gains) if gains else math.nan
+
+
+def _summarize_cell(reader: RunReader, cell: Mapping[str, Any], sel: Any) -> CellSummary:
+    points = cell["points"]
+    out = CellSummary(dataset=cell["dataset"], arm=cell["arm"], n_points=len(points))
+    out.chose, out.waiting_for = sel.chose, list(sel.waiting_for)
+    out.reported_seeds = list(sel.reported_seeds)
+    out.selection_pending = sel.pending
+    out.grid = [(dict(p.get("params", {})), score)
+                for i, (p, score) in enumerate(zip(points, sel.scores, strict=True))
+                if i in sel.eligible and sel.chose]
+    # Bookkeeping counts every run that exists for this cell, chosen or not.
+    for point in points:
+        for name in point["runs"].values():
+            rec = reader(name)
+            if rec.status == "missing":
+                continue
+            out.runs += 1
+            out.wall_s += rec.wall_s
+            if rec.status == "failed":
+                out.failed += 1
+                out.failures.append(f"{rec.name}: {rec.failure or 'diverged'}")
+    out.chosen = sel.chosen
+    if sel.chosen is None:
+        return out
+    point = points[sel.chosen]
+    out.params = dict(point.get("params", {}))
+    runs = {int(s): n for s, n in point["runs"].items()}
+    records = {s: reader(runs[s]) for s in sel.reported_seeds if s in runs}
+    complete = {s: r for s, r in records.items() if r.status == "complete"}
+    out.missing = sum(1 for r in records.values() if r.status in ("missing", "partial"))
+    for metric in METRICS:
+        values = {s: r.final("test").get(metric) for s, r in complete.items()}
+        values = {s: float(v) for s, v in values.items() if isinstance(v, int | float)}
+        if values:
+            out.test[metric] = values
+    best = {s: r.best() for s, r in complete.items()}
+    out.best_epochs = {s: b[0] for s, b in best.items() if b is not None}
+    best_acc = {s: b[1].get("acc") for s, b in best.items() if b is not None}
+    best_acc = {s: float(v) for s, v in best_acc.items() if isinstance(v, int | float)}
+    if best_acc:
+        out.test[BEST] = best_acc
+    out.ci = {metric: _ci([v[s] for s in sorted(v)]) for metric, v in out.test.items()}
+    out.method = str(next((r.config.get("method", "") for r in complete.values()), ""))
+    first = next(iter(records.values()), None) or reader(next(iter(runs.values())))
+    out.config_name = re.sub(r"-?seed\d+-[0-9a-f]+$", "", first.name).rstrip("/")
+    out.curves = {s: r.curve("val", "acc") for s, r in complete.items()}
+    out.epochs = max((len(c) for c in out.curves.values()), default=0)
+    vals = [r.final("val").get("acc") for r in complete.values()]
+    vals = [float(v) for v in vals if isinstance(v, int | float) and math.isfinite(v)]
+    if len(vals) >= 2:
+        out.val_spread = statistics.stdev(vals)
+    out.late_gain = (_late_gain(list(out.curves.values())), out.val_spread)
+    walls = [r.wall_s for r in complete.values()]
+    out.chosen_wall_s = sum(walls) / len(walls) if walls else math.nan
+    out.reliability = _pool_reliability(list(complete.values()))
+    for key in ("reg_ratio", "selected_frac", "rescale", "rescale_sd"):
+        per_run = [r.epochs[-1].get("train", {}).get(key) for r in complete.values() if r.epochs]
+        per_run = [float(v) for v in per_run if isinstance(v, int | float) and math.isfinite(v)]
+        if per_run:
+            out.train_extra[key] = sum(per_run) / len(per_run)
+    # the rescale factor over the whole run: its range over epochs (mean of the per-epoch means)
+    factors = [e.get("train", {}).get("rescale") for r in complete.values() for e in r.epochs]
+    factors = [float(v) for v in factors if isinstance(v, int | float) and math.isfinite(v)]
+    if factors:
+        out.train_extra["rescale_all"] = sum(factors) / len(factors)
+        out.train_extra["rescale_min"] = min(factors)
+        out.train_extra["rescale_max"] = max(factors)
+    return out
+
+
+def compare(a: CellSummary, b: CellSummary) -> dict[str, Paired]:
+    """A minus B for every paired metric (and best-epoch accuracy), over shared seeds."""
+    out: dict[str, Paired] = {}
+    for metric in (*PAIRED_METRICS, BEST):
+        if metric not in a.test or metric not in b.test:
+            continue
+        seeds = sorted(set(a.test[metric]) & set(b.test[metric]))
+        va = [a.test[metric][s] for s in seeds]
+        vb = [b.test[metric][s] for s in seeds]
+        d = [x - y for x, y in zip(va, vb, strict=True)]
+        if len(d) >= 2 and max(d) - min(d) <= 1e-12 * max(1.0, abs(d[0])):
+            out[metric] = Paired(math.fsum(d) / len(d), 0.0, len(d), math.nan, degenerate=True)
+        elif len(d) >= 2:
+            mean, half = paired_diff_ci(va, vb)
+            out[metric] = Paired(float(mean), float(half), len(d), paired_t_pvalue(va, vb))
+        elif len(d) == 1:
+            out[metric] = Paired(d[0], math.nan, 1, math.nan)
+    return out
+
+
+def _with_holm(results: Sequence[dict[str, Paired]], metric: str) -> None:
+    """Holm-adjust the p-values of ``metric`` over one family of comparisons, in place."""
+    idx = [i for i, r in enumerate(results) if metric in r]
+    adjusted = holm_adjust([results[i][metric].p for i in idx])
+    for i, q in zip(idx, adjusted, strict=True):
+        results[i][metric] = dataclasses.replace(results[i][metric], p_holm=q)
+
+
+def _paired_differences(summary: SuiteSummary) -> None:
+    if summary.baseline is not None:
+        family: list[CellSummary] = []
+        for dataset in summary.datasets:
+            base = summary.cell(dataset, summary.baseline)
+            if base is None or "acc" not in base.test:
+                continue
+            for cell in summary.cells:
+                if (cell.dataset != dataset or cell.arm == summary.baseline
+                        or "acc" not in cell.test):
+                    continue
+                cell.paired = compare(cell, base)
+                family.append(cell)
+        for metric in ("acc", BEST):
+            _with_holm([c.paired for c in family], metric)
+    contrast_results = {}
+    for dataset in summary.datasets:
+        for a_label, b_label in summary.contrasts:
+            a, b = summary.cell(dataset, a_label), summary.cell(dataset, b_label)
+            if a is None or b is None:
+                continue
+            compared = compare(a, b)
+            if compared:
+                contrast_results[(dataset, a_label, b_label)] = compared
+    for metric in ("acc", BEST):
+        _with_holm(list(contrast_results.values()), metric)
+    summary.contrast_results = contrast_results
+
+
+def _summarize_manifest(reader: RunReader, record: Mapping[str, Any]) -> SuiteSummary:
+    seeds = [int(s) for s in record.get("seeds", [])]
+    selection = [int(s) for s in record.get("selection_seeds", seeds)]
+    state = cell_selections(record["cells"], seeds=seeds, selection_seeds=selection,
+                            status=lambda n: reader(n).status,
+                            val_acc=lambda n: reader(n).final("val").get("acc"))
+    cells = [_summarize_cell(reader, c, state[(c["dataset"], c["arm"])])
+             for c in record["cells"]]
+    pre = record.get("precondition")
+    summary = SuiteSummary(name=str(record["suite"]),
+                           description=str(record.get("description", "")),
+                           seeds=seeds, selection_seeds=selection,
+                           baseline=record.get("baseline"),
+                           datasets=list(record["datasets"]), arms=list(record["arms"]),
+                           cells=cells,
+                           contrasts=[(str(a), str(b)) for a, b in record.get("contrasts", [])],
+                           precondition_arms=(str(pre[0]), str(pre[1])) if pre else None)
+    _paired_differences(summary)
+    return summary
+
+
+def _adhoc_summary(reader: RunReader, names: Sequence[str]) -> SuiteSummary:
+    """Group runs outside suites by their configuration without the seed."""
+    groups: dict[str, dict[str, Any]] = {}
+    for name in names:
+        rec = reader(name)
+        config = {k: v for k, v in rec.config.items() if k != "seed"}
+        dataset = str(config.get("dataset", name.split("/")[0]))
+        arm = re.sub(r"-?seed\d+-[0-9a-f]+$", "", name).rstrip("/")
+        arm = arm[len(dataset) + 1:] if arm.startswith(dataset + "/") else arm
+        key = repr(sorted(config.items(), key=lambda kv: kv[0])) if config else name
+        group = groups.setdefault(key, {"dataset": dataset, "arm": arm, "runs": {}})
+        seed = int(rec.config.get("seed", len(group["runs"])))
+        while str(seed) in group["runs"]:
+            seed += 1000
+        group["runs"][str(seed)] = name
+    # Distinct configurations that render to the same label get a numeric suffix.
+    labels: dict[tuple[str, str], int] = {}
+    cells = []
+    for group in groups.values():
+        k = (group["dataset"], group["arm"])
+        labels[k] = labels.get(k, 0) + 1
+        arm = group["arm"] if labels[k] == 1 else f"{group['arm']} ({labels[k]})"
+        cells.append({"dataset": group["dataset"], "arm": arm,
+                      "points": [{"params": {}, "runs": group["runs"]}]})
+    seeds = sorted({int(s) for c in cells for s in c["points"][0]["runs"]})
+    record = {"suite": ADHOC, "description": "runs started with `mixupe train`",
+              "seeds": seeds, "selection_seeds": [], "baseline": None,
+              "datasets": list(dict.fromkeys(c["dataset"] for c in cells)),
+              "arms": list(dict.fromkeys(c["arm"] for c in cells)), "cells": cells}
+    return _summarize_manifest(reader, record)
+
+
+def summarize(runs_root: str | Path = "runs", *, suite: str | None = None) -> list[SuiteSummary]:
+    """Summaries of every suite found under ``runs_root`` (or only ``suite``).
+
+    Raises ConfigError when the directory is missing or holds no runs.
+    """
+    root = Path(runs_root)
+    if not root.is_dir():
+        raise ConfigError(
+            f"runs directory {str(root)!r} does not exist; run `mixupe bench quick` or "
+            f"`mixupe train` first, or pass the directory that holds your runs"
+        )
+    reader = RunReader(root)
+    manifests = read_manifests(root)
+    if suite is not None:
+        chosen = [m for m in manifests if m.get("suite") == suite]
+        if not chosen:
+            found = [m.get("suite") for m in manifests]
+            raise ConfigError(
+                f"no suite {suite!r} under {str(root)!r} (found {found}); "
+                f"run `mixupe bench {suite} --runs-root {root}` first or drop --suite"
+            )
+        return [_summarize_manifest(reader, m) for m in chosen]
+    summaries = [_summarize_manifest(reader, m) for m in manifests]
+    in_suites = {name for m in manifests for c in m["cells"] for p in c["points"]
+                 for name in p["runs"].values()}
+    rest = [n for n in reader.names() if n not in in_suites]
+    if rest:
+        summaries.append(_adhoc_summary(reader, rest))
+    if not summaries:
+        raise ConfigError(
+            f"runs directory {str(root)!r} holds no runs; run `mixupe bench quick` or "
+            f"`mixupe train` first, or pass the directory that holds your runs"
+        )
+    return summaries
