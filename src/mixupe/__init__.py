@@ -20,16 +20,37 @@ from mixupe.errors import (
     MixupeError,
     NonFiniteLossError,
 )
-from mixupe.objectives import ERM, CutMix, ManifoldMixup, Mixup, MixupE, ObjectiveOutput
+from mixupe.objectives import (
+    ERM,
+    AlignMix,
+    CoMixup,
+    CutMix,
+    FMix,
+    ManifoldMixup,
+    Mixup,
+    MixupE,
+    ObjectiveOutput,
+    PuzzleMix,
+    RegMixup,
+    ResizeMix,
+    SaliencyMix,
+    Scheduled,
+    Switch,
+)
+from mixupe.sam import SAM
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ERM",
+    "SAM",
+    "AlignMix",
+    "CoMixup",
     "ConfigError",
     "CorruptDataError",
     "CutMix",
     "DataUnavailableError",
+    "FMix",
     "InputError",
     "ManifoldMixup",
     "Mixup",
@@ -37,6 +58,12 @@ __all__ = [
     "MixupeError",
     "NonFiniteLossError",
     "ObjectiveOutput",
+    "PuzzleMix",
+    "RegMixup",
+    "ResizeMix",
+    "SaliencyMix",
+    "Scheduled",
+    "Switch",
     "__version__",
     "functional",
 ]

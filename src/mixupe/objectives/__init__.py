@@ -1,4 +1,4 @@
-"""Loss objectives composing :mod:`mixupe.functional`: ERM, Mixup, CutMix, ManifoldMixup, MixupE.
+"""Loss objectives composing the functional layers: ERM, the mixers, MixupE and RegMixup.
 
 Every objective is called as ``out = objective(model, x, y, lam=None, perm=None,
 generator=None)`` and returns an :class:`ObjectiveOutput`.
@@ -6,14 +6,22 @@ generator=None)`` and returns an :class:`ObjectiveOutput`.
 
 from __future__ import annotations
 
+from mixupe.objectives.alignmix import AlignMix
 from mixupe.objectives.base import Mixer, MixPlan, Objective, ObjectiveOutput
 from mixupe.objectives.manifold import ManifoldMixup
+from mixupe.objectives.masked import FMix, ResizeMix, SaliencyMix
 from mixupe.objectives.mixing import ERM, CutMix, Mixup
 from mixupe.objectives.mixupe import MixupE
+from mixupe.objectives.regmixup import RegMixup
+from mixupe.objectives.saliency_guided import CoMixup, PuzzleMix
+from mixupe.objectives.scheduling import Scheduled, Switch
 
 __all__ = [
     "ERM",
+    "AlignMix",
+    "CoMixup",
     "CutMix",
+    "FMix",
     "ManifoldMixup",
     "MixPlan",
     "Mixer",
@@ -21,4 +29,10 @@ __all__ = [
     "MixupE",
     "Objective",
     "ObjectiveOutput",
+    "PuzzleMix",
+    "RegMixup",
+    "ResizeMix",
+    "SaliencyMix",
+    "Scheduled",
+    "Switch",
 ]

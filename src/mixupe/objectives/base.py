@@ -19,7 +19,7 @@ from mixupe import functional as MF
 from mixupe.errors import ConfigError, InputError, NonFiniteLossError
 from mixupe.objectives.hooks import forward_with_transform
 
-__all__ = ["MixPlan", "Objective", "ObjectiveOutput"]
+__all__ = ["MixPlan", "Objective", "ObjectiveOutput", "plan_options", "plan_targets"]
 
 
 @dataclass
@@ -70,13 +70,40 @@ class ObjectiveOutput:
 
 @dataclass
 class MixPlan:
-    """How one step mixes: the lambda for the targets, the pairing, where and how to mix."""
+    """How one step mixes: the lambda for the targets, the pairing, where and how to mix.
+
+    ``weights`` (B, B), when set, replaces ``lam``/``perm`` for the targets: row j holds the
+    share of each input in mixed sample j (Co-Mixup mixes more than two inputs).
+    """
 
     lam: Tensor
     perm: Tensor
     layer: str
     mix: Callable[[Tensor], Tensor]
     mask: Tensor | None = None
+    weights: Tensor | None = None
+
+
+def plan_options(mixer: Any, options: dict[str, Any], clean: Tensor) -> dict[str, Any]:
+    """The keyword options of ``mixer.plan``: the caller's, plus ``targets=`` (the clean soft
+    targets) for mixers whose plan needs the labels (``needs_targets = True``: saliency from a
+    backward pass, as Puzzle Mix and Co-Mixup)."""
+    if getattr(mixer, "needs_targets", False):
+        return {**options, "targets": clean}
+    return options
+
+
+def plan_targets(
+    plan: MixPlan, clean: Tensor, *, label_smoothing: float, dtype: torch.dtype
+) -> Tensor:
+    """The soft targets of a plan: ``lam Y + (1 - lam) Y[perm]``, or ``weights @ Y``."""
+    if plan.weights is None:
+        return MF.mix_targets(clean, plan.perm, plan.lam, label_smoothing=label_smoothing,
+                              dtype=dtype)
+    mixed = plan.weights.to(dtype) @ clean.to(dtype)
+    if label_smoothing > 0:
+        mixed = mixed * (1.0 - label_smoothing) + label_smoothing / clean.shape[1]
+    return mixed
 
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -324,13 +351,11 @@ class Objective:
             lam=lam,
             perm=perm,
             generator=self._gen(generator),
-            **options,
+            **plan_options(self, options, clean),
         )
         logits = forward_with_transform(model, x, plan.layer, plan.mix)
         self._check_logits(logits, clean)
-        targets = MF.mix_targets(
-            clean, plan.perm, plan.lam, label_smoothing=self.label_smoothing, dtype=dtype
-        )
+        targets = plan_targets(plan, clean, label_smoothing=self.label_smoothing, dtype=dtype)
         loss = MF.soft_cross_entropy(logits, targets)
         self._finite_loss(loss)
         stats = {"loss": loss.detach(), "lam": plan.lam.detach().mean()}
@@ -347,18 +372,37 @@ class Objective:
 
 
 class Mixer(Objective):
-    """Base of the objectives that mix (Mixup, CutMix, ManifoldMixup): alpha and lambda draws."""
+    """Base of the objectives that mix (Mixup, CutMix, ManifoldMixup, ...): alpha and lambda draws.
 
-    def __init__(self, *, alpha: float, per_sample: bool = False, **kwargs: Any) -> None:
+    ``alpha=None`` is for mixers whose lambda is not a Beta(alpha, alpha) draw (ResizeMix);
+    they override :meth:`mixupe_constant`.
+    """
+
+    def __init__(self, *, alpha: float | None, per_sample: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        if alpha is not None and not (
+            isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0
+        ):
             raise ConfigError(
                 f"alpha={alpha!r} is invalid: the Beta(alpha, alpha) mixing distribution needs a "
                 "finite alpha > 0 (alpha=0 would silently disable mixing). Use e.g. alpha=1.0, "
                 "or the ERM objective for no mixing."
             )
-        self.alpha = float(alpha)
+        self.alpha = None if alpha is None else float(alpha)
         self.per_sample = bool(per_sample)
+
+    def mixupe_constant(self) -> float:
+        """MixupE's ``c = 2 E[lam (1 - lam)]`` for this mixer's lambda distribution.
+
+        For Beta(alpha, alpha) this is ``alpha / (2 alpha + 1)``, one minus the mean of the
+        re-weighted Beta(alpha + 1, alpha) of the paper.
+        """
+        if self.alpha is None:
+            raise ConfigError(
+                f"{type(self).__name__} draws no Beta(alpha, alpha) lambda and defines no "
+                "MixupE constant: override mixupe_constant()."
+            )
+        return MF.mixupe_constant(self.alpha)
 
     def _lam_perm(
         self,

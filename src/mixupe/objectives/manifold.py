@@ -138,7 +138,11 @@ class ManifoldMixup(Mixer):
                     f"layer {layer!r} output has leading size {h.shape[0]} but the batch has "
                     f"{batch_size} samples: mix at a layer whose output is (B, ...)."
                 )
-            return MF.mix_inputs(h, perm_t, lam_t)
+            return self.mix_representation(h, perm_t, lam_t, layer)
 
         return MixPlan(lam=lam_t, perm=perm_t, layer=layer, mix=mix)
+
+    def mix_representation(self, h: Tensor, perm: Tensor, lam: Tensor, layer: str) -> Tensor:
+        """``lam h + (1 - lam) h[perm]``; subclasses (AlignMix) change how ``h`` is mixed."""
+        return MF.mix_inputs(h, perm, lam)
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mixupe import functional as MF
+from mixupe import functional_masks as MM
 from mixupe.errors import ConfigError
 from mixupe.objectives.base import Mixer, MixPlan, Objective
 from mixupe.objectives.hooks import INPUT_LAYER
@@ -88,6 +89,9 @@ class Mixup(Mixer):
     Args:
         alpha: lambda ~ Beta(alpha, alpha); must be > 0.
         per_sample: one lambda per sample instead of one per batch.
+        label_alpha: decoupled lambdas (Zou et al., ICML 2023): the targets are mixed with
+            their own ``lam_y ~ Beta(label_alpha, label_alpha)``, drawn independently of the
+            inputs' lambda (``label_lam=`` on a call fixes it). None (default): one lambda.
         num_classes, label_smoothing, seed, generator, validate, check_finite: see
             :class:`mixupe.objectives.base.Objective`.
 
@@ -104,6 +108,7 @@ class Mixup(Mixer):
         *,
         alpha: float = 1.0,
         per_sample: bool = False,
+        label_alpha: float | None = None,
         num_classes: int | None = None,
         label_smoothing: float = 0.0,
         seed: int | None = None,
@@ -121,6 +126,9 @@ class Mixup(Mixer):
             validate=validate,
             check_finite=check_finite,
         )
+        if label_alpha is not None:
+            MF.sample_lambda(label_alpha, generator=torch.Generator())  # validates it
+        self.label_alpha = None if label_alpha is None else float(label_alpha)
 
     def plan(
         self,
@@ -133,14 +141,23 @@ class Mixup(Mixer):
         lam: Tensor | float | None,
         perm: Tensor | None,
         generator: torch.Generator,
+        label_lam: Tensor | float | None = None,
     ) -> MixPlan:
         """Draw (or take) lambda and the permutation; mix at the input."""
         _require_tensor(x, "Mixup")
         lam_t, perm_t = self._lam_perm(
             batch_size, device=device, dtype=dtype, lam=lam, perm=perm, generator=generator
         )
+        lam_y = lam_t
+        if label_lam is not None:
+            lam_y = self._given_lam(label_lam, batch_size, device, dtype)
+        elif self.label_alpha is not None:
+            lam_y = MF.sample_lambda(
+                self.label_alpha, batch_size=batch_size, per_sample=self.per_sample,
+                generator=generator, dtype=dtype,
+            ).to(device, non_blocking=True)
         return MixPlan(
-            lam=lam_t,
+            lam=lam_y,
             perm=perm_t,
             layer=INPUT_LAYER,
             mix=lambda t: MF.mix_inputs(t, perm_t, lam_t),
@@ -154,6 +171,9 @@ class CutMix(Mixer):
     (B, C, H, W) and 1 for 3-D signals (B, C, L) and 2-D tabular batches (B, F). With
     ``correct_lambda=True`` (default) lambda is the exact kept fraction after clipping the box
     at the border; with ``per_sample=True`` each sample gets its own box and lambda.
+    ``minmax=(lo, hi)`` (timm's ``cutmix_minmax``) draws each box side uniformly between
+    ``lo`` and ``hi`` times the side instead of from lambda; the label weight is then the
+    exact kept area.
 
     Example:
         >>> import torch
@@ -171,6 +191,7 @@ class CutMix(Mixer):
         correct_lambda: bool = True,
         per_sample: bool = False,
         spatial_dims: int | None = None,
+        minmax: tuple[float, float] | None = None,
         num_classes: int | None = None,
         label_smoothing: float = 0.0,
         seed: int | None = None,
@@ -195,6 +216,10 @@ class CutMix(Mixer):
             )
         self.correct_lambda = bool(correct_lambda)
         self.spatial_dims = spatial_dims
+        if minmax is not None:
+            MM.minmax_box((10,), 1, tuple(minmax), generator=torch.Generator())  # validates it
+            minmax = (float(minmax[0]), float(minmax[1]))
+        self.minmax = minmax
 
     def _spatial_dims(self, x: Tensor) -> int:
         if self.spatial_dims is not None:
@@ -231,9 +256,16 @@ class CutMix(Mixer):
             batch_size, device=device, dtype=dtype, lam=lam, perm=perm, generator=generator
         )
         spatial = tuple(x.shape[x.dim() - sd :])
-        mask, lam_eff = MF.cutmix_mask(
-            spatial, lam_t, generator=generator, device=device, correct_lambda=self.correct_lambda
-        )
+        if self.minmax is None:
+            mask, lam_eff = MF.cutmix_mask(spatial, lam_t, generator=generator, device=device,
+                                           correct_lambda=self.correct_lambda)
+        else:
+            starts, sizes = MM.minmax_box(spatial, lam_t.reshape(-1).shape[0], self.minmax,
+                                          generator=generator)
+            mask = MM.box_mask(spatial, starts.to(device, non_blocking=True),
+                               sizes.to(device, non_blocking=True))
+            lam_eff = MM.kept_fraction(mask, dtype)
+            lam_eff = lam_eff[0] if lam_t.dim() == 0 else lam_eff
         view = mask.reshape(mask.shape[0], *([1] * (x.dim() - 1 - sd)), *spatial)
 
         def paste(t: Tensor) -> Tensor:

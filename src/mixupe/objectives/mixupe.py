@@ -63,6 +63,8 @@ from mixupe.objectives.base import (
     ObjectiveOutput,
     check_probability,
     input_device,
+    plan_options,
+    plan_targets,
     work_dtype,
 )
 from mixupe.objectives.hooks import INPUT_LAYER, forward_with_transform
@@ -202,7 +204,7 @@ class MixupE(Objective):
         check_probability(mean_decay, "mean_decay")
         self.mixing = mixing
         self.alpha = mixing.alpha
-        self.c = MF.mixupe_constant(self.alpha)
+        self.c = mixing.mixupe_constant()
         self.eta = float(eta)
         self.version = int(version)
         self.threshold = None if threshold is None else float(threshold)
@@ -367,7 +369,7 @@ class MixupE(Objective):
             lam=lam,
             perm=perm,
             generator=self._gen(generator),
-            **options,
+            **plan_options(self.mixing, options, clean),
         )
         needs_derivative = self.version in (1, 2)
         use_jvp = needs_derivative and self.derivative == "jvp"
@@ -416,9 +418,7 @@ class MixupE(Objective):
                     tangent = torch.zeros_like(logits_clean)
 
         self._check_logits(logits_mix, clean)
-        targets = MF.mix_targets(
-            clean, plan.perm, plan.lam, label_smoothing=self.label_smoothing, dtype=dtype
-        )
+        targets = plan_targets(plan, clean, label_smoothing=self.label_smoothing, dtype=dtype)
         mixup_loss = MF.soft_cross_entropy(logits_mix, targets)
         eps = self.label_smoothing
         clean_smoothed = clean * (1.0 - eps) + eps / clean.shape[1] if eps > 0 else clean

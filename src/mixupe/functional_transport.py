@@ -1,0 +1,195 @@
+"""Optimal transport for mixing: Sinkhorn alignment (AlignMix) and block transport (Puzzle Mix).
+
+- :func:`sinkhorn` solves entropic optimal transport between uniform marginals in the log
+  domain, batched, in torch (differentiable, no device synchronisation).
+- :func:`align_features` uses it to re-arrange a partner's feature vectors onto a sample's
+  positions, as AlignMix does before interpolating.
+- :func:`block_transport` solves Puzzle Mix's exact assignment of blocks with the ``POT``
+  package (``pip install POT``) on the host, and :func:`move_blocks` applies it.
+
+Example:
+    >>> import torch
+    >>> from mixupe import functional_transport as MT
+    >>> plan = MT.sinkhorn(torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0)),
+    ...                    eps=0.1)
+    >>> bool(torch.allclose(plan.sum(-1), torch.full((2, 4), 0.25), atol=1e-6))
+    True
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mixupe.errors import ConfigError, DataUnavailableError
+
+__all__ = [
+    "align_features",
+    "block_cost_matrix",
+    "block_transport",
+    "from_blocks",
+    "move_blocks",
+    "sinkhorn",
+    "to_blocks",
+]
+
+
+def sinkhorn(cost: Tensor, *, eps: float = 0.1, n_iter: int = 100) -> Tensor:
+    """Entropic OT plans between uniform marginals: ``argmin <P, M> - eps H(P)``.
+
+    ``cost`` is ``(B, n, m)``; returns plans ``(B, n, m)`` with rows summing to ``1/n`` and
+    columns to ``1/m`` (exactly for the columns after the last iteration; the rows to within
+    the convergence of ``n_iter`` log-domain iterations).
+
+    Example:
+        >>> p = sinkhorn(torch.zeros(1, 2, 2), eps=1.0)
+        >>> p.tolist()
+        [[[0.25, 0.25], [0.25, 0.25]]]
+    """
+    if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
+        raise ConfigError(f"eps={eps!r} is invalid: the entropic weight must be finite and > 0.")
+    if not (isinstance(n_iter, int) and n_iter >= 1):
+        raise ConfigError(f"n_iter={n_iter!r} is invalid: pass an int >= 1.")
+    _, n, m = cost.shape
+    log_a = -math.log(n)
+    log_b = -math.log(m)
+    kernel = -cost / eps
+    f = torch.zeros(cost.shape[:2], dtype=cost.dtype, device=cost.device)
+    g = torch.zeros((cost.shape[0], m), dtype=cost.dtype, device=cost.device)
+    for _ in range(n_iter):
+        f = log_a - torch.logsumexp(kernel + g[:, None, :], dim=2)
+        g = log_b - torch.logsumexp(kernel + f[:, :, None], dim=1)
+    return torch.exp(kernel + f[:, :, None] + g[:, None, :])
+
+
+def align_features(
+    h: Tensor, partner: Tensor, *, eps: float = 0.1, n_iter: int = 100
+) -> Tensor:
+    """AlignMix's alignment: ``partner``'s feature vectors moved onto ``h``'s positions.
+
+    ``h`` and ``partner`` are ``(B, C, *positions)`` feature maps. The cost between position
+    i of ``h`` and position j of ``partner`` is the squared distance of their C-vectors,
+    divided by its per-sample maximum (so ``eps`` is scale-free); with the Sinkhorn plan P
+    (``n`` positions), the result at position i is ``sum_j n P_ij partner_j``. The plan is
+    computed without gradient (it is a re-arrangement); the result is differentiable in
+    ``partner``.
+
+    Example:
+        >>> h = torch.tensor([[[0.0, 10.0]]])              # one sample, 1 channel, 2 positions
+        >>> align_features(h, h.flip(-1), eps=0.01).round().tolist()   # undoes the swap
+        [[[0.0, 10.0]]]
+    """
+    b, c = h.shape[:2]
+    a_vec = h.reshape(b, c, -1).transpose(1, 2)  # (B, n, C)
+    p_vec = partner.reshape(b, c, -1).transpose(1, 2)
+    with torch.no_grad():
+        work = torch.promote_types(h.dtype, torch.float32)
+        cost = torch.cdist(a_vec.detach().to(work), p_vec.detach().to(work)) ** 2
+        cost = cost / cost.amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(work).tiny)
+        plan = sinkhorn(cost, eps=eps, n_iter=n_iter) * a_vec.shape[1]
+    moved = torch.bmm(plan.to(partner.dtype), p_vec)  # (B, n, C)
+    return moved.transpose(1, 2).reshape(h.shape)
+
+
+# ---------------------------------------------------------------------- blocks
+def to_blocks(x: Tensor, grid: tuple[int, ...]) -> Tensor:
+    """``(B, C, *spatial)`` -> ``(B, n_blocks, C, *block)``, blocks in row-major grid order.
+
+    Example:
+        >>> to_blocks(torch.arange(4.).reshape(1, 1, 4), (2,))[0, :, 0].tolist()
+        [[0.0, 1.0], [2.0, 3.0]]
+    """
+    b, c = x.shape[:2]
+    spatial = tuple(x.shape[2:])
+    if len(grid) != len(spatial) or any(s % n for s, n in zip(spatial, grid, strict=True)):
+        raise ConfigError(
+            f"a grid of {grid} blocks does not tile inputs of spatial shape {spatial}: choose "
+            "grid sizes that divide every spatial size."
+        )
+    block = tuple(s // n for s, n in zip(spatial, grid, strict=True))
+    if len(grid) == 1:
+        return x.reshape(b, c, grid[0], block[0]).permute(0, 2, 1, 3)
+    t = x.reshape(b, c, grid[0], block[0], grid[1], block[1]).permute(0, 2, 4, 1, 3, 5)
+    return t.reshape(b, grid[0] * grid[1], c, block[0], block[1])
+
+
+def from_blocks(blocks: Tensor, grid: tuple[int, ...]) -> Tensor:
+    """The inverse of :func:`to_blocks`.
+
+    Example:
+        >>> x = torch.arange(16.).reshape(1, 1, 4, 4)
+        >>> bool(torch.equal(from_blocks(to_blocks(x, (2, 2)), (2, 2)), x))
+        True
+    """
+    b, _, c = blocks.shape[:3]
+    block = tuple(blocks.shape[3:])
+    if len(grid) == 1:
+        return blocks.permute(0, 2, 1, 3).reshape(b, c, grid[0] * block[0])
+    t = blocks.reshape(b, grid[0], grid[1], c, block[0], block[1]).permute(0, 3, 1, 4, 2, 5)
+    return t.reshape(b, c, grid[0] * block[0], grid[1] * block[1])
+
+
+def block_cost_matrix(grid: tuple[int, ...]) -> np.ndarray:
+    """Squared distances between block positions, divided by ``(n - 1)^2`` for ``n`` blocks
+    along the longest axis (Puzzle Mix's transport cost). Shape ``(n_blocks, n_blocks)``.
+
+    Example:
+        >>> block_cost_matrix((2,)).tolist()
+        [[0.0, 1.0], [1.0, 0.0]]
+    """
+    coords = np.stack(np.meshgrid(*[np.arange(n) for n in grid], indexing="ij"), -1)
+    coords = coords.reshape(-1, len(grid)).astype(np.float64)
+    dist = ((coords[:, None, :] - coords[None, :, :]) ** 2).sum(-1)
+    return dist / max(max(grid) - 1, 1) ** 2
+
+
+def block_transport(
+    saliency: Tensor, region: Tensor, *, t_eps: float = 0.8
+) -> Tensor:
+    """Puzzle Mix's transport: per sample, the assignment of source blocks to positions that
+    minimises ``sum_i t_eps C[i, pi(i)] - s_i region[pi(i)]``, solved exactly by ``POT``'s
+    network simplex. ``saliency`` and ``region`` are ``(B, *grid)`` (``region``: 1 where this
+    sample will show). Returns int64 ``(B, n_blocks)``: ``source[b, j]``, the block moved to
+    position j. Runs on the host (synchronises).
+
+    Example:
+        >>> s = torch.tensor([[0.0, 1.0]]); where = torch.tensor([[1.0, 0.0]])
+        >>> block_transport(s, where, t_eps=0.1).tolist()   # the salient block moves left
+        [[1, 0]]
+    """
+    try:
+        import ot
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise DataUnavailableError(
+            "Puzzle Mix's transport needs the optimal-transport package POT: run "
+            "`pip install POT` (or `pip install 'mixupe[family]'`), or pass transport=False."
+        ) from None
+    grid = tuple(saliency.shape[1:])
+    n = math.prod(grid)
+    cost_pos = t_eps * block_cost_matrix(grid)
+    sal = saliency.detach().double().reshape(-1, n).cpu().numpy()
+    reg = region.detach().double().reshape(-1, n).cpu().numpy()
+    uniform = np.full(n, 1.0 / n)
+    sources = np.empty((sal.shape[0], n), dtype=np.int64)
+    for b in range(sal.shape[0]):
+        cost = cost_pos - sal[b][:, None] * reg[b][None, :]
+        plan = ot.emd(uniform, uniform, cost)
+        # a vertex of the assignment polytope: one source per position
+        sources[b] = plan.argmax(axis=0)
+    return torch.from_numpy(sources).to(saliency.device)
+
+
+def move_blocks(x: Tensor, sources: Tensor, grid: tuple[int, ...]) -> Tensor:
+    """Re-arrange the blocks of ``x`` ``(B, C, *spatial)``: position j gets block
+    ``sources[b, j]``.
+
+    Example:
+        >>> move_blocks(torch.arange(4.).reshape(1, 1, 4), torch.tensor([[1, 0]]), (2,)).tolist()
+        [[[2.0, 3.0, 0.0, 1.0]]]
+    """
+    blocks = to_blocks(x, grid)
+    index = sources.reshape(*sources.shape, *([1] * (blocks.dim() - 2))).expand_as(blocks)
+    return from_blocks(torch.gather(blocks, 1, index), grid)

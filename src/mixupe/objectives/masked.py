@@ -1,0 +1,372 @@
+"""Model-free mask mixers: FMix, ResizeMix and SaliencyMix.
+
+Each draws its parameters first (``sample_mask`` / ``sample_box``: lambda, pairing, mask or
+box, all from the objective's generator) and then applies them in the plan's ``mix``; the
+label weight of ``x`` is always the exact kept fraction of the mask, per mask. All three
+work on images ``(B, C, H, W)``, 1-D signals ``(B, C, L)`` and, with ``channels_last=True``,
+sequences ``(B, L, D)`` such as MFCC frames (the mask runs along L). They refuse feature
+vectors ``(B, F)`` and graph batches, which have no spatial neighbourhood.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mixupe import functional as MF
+from mixupe import functional_masks as MM
+from mixupe.errors import ConfigError, InputError
+from mixupe.objectives.base import Mixer, MixPlan
+from mixupe.objectives.hooks import INPUT_LAYER
+
+__all__ = ["FMix", "ResizeMix", "SaliencyMix", "spatial_layout"]
+
+
+def spatial_layout(
+    x: Any, *, spatial_dims: int | None, channels_last: bool, method: str
+) -> MM.Layout:
+    """The layout of a batch with a spatial neighbourhood, or raise naming the fix."""
+    layout = MM.layout_of(x, spatial_dims=spatial_dims, channels_last=channels_last,
+                          method=method)
+    if layout.ndim == 2:
+        raise ConfigError(
+            f"{method} needs inputs with a spatial or temporal axis, got feature vectors of "
+            f"shape {tuple(x.shape)}: use Mixup or CutMix for tabular data, or pass images "
+            "(B, C, H, W), signals (B, C, L) or sequences (B, L, D) with channels_last=True."
+        )
+    return layout
+
+
+def given_mask(mask: Any, layout: MM.Layout, batch_size: int, device: torch.device) -> Tensor:
+    """Check a caller's mask ``(1 or B, *spatial)`` (partner weight) and move it to ``device``."""
+    shapes = ((1, *layout.spatial), (batch_size, *layout.spatial))
+    if not isinstance(mask, Tensor) or tuple(mask.shape) not in shapes:
+        shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise InputError(
+            f"mask of shape {shape} is invalid: pass a bool or float tensor of shape {shapes[0]} "
+            f"or {shapes[1]}, True/1 where the partner sample shows."
+        )
+    return mask.to(device)
+
+
+class _MaskMixer(Mixer):
+    """Shared options and the final step of the mask mixers."""
+
+    def __init__(self, *, spatial_dims: int | None, channels_last: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if spatial_dims not in (None, 1, 2):
+            raise ConfigError(
+                f"spatial_dims={spatial_dims!r} is invalid: use 1 (signals), 2 (images) or "
+                "None to infer it from the batch."
+            )
+        self.spatial_dims = spatial_dims
+        self.channels_last = bool(channels_last)
+
+    def _layout(self, x: Any) -> MM.Layout:
+        return spatial_layout(x, spatial_dims=self.spatial_dims,
+                              channels_last=self.channels_last, method=type(self).__name__)
+
+    def _perm(
+        self, batch_size: int, *, device: torch.device, perm: Tensor | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        if perm is None:
+            return MF.sample_permutation(batch_size, generator=generator).to(device,
+                                                                             non_blocking=True)
+        return self._given_perm(perm, batch_size, device)
+
+    @staticmethod
+    def _masked_plan(
+        mask: Tensor, perm: Tensor, layout: MM.Layout, dtype: torch.dtype, per_batch: bool
+    ) -> MixPlan:
+        lam = MM.kept_fraction(mask, dtype)
+        lam = lam[0] if per_batch and mask.shape[0] == 1 else lam.expand(perm.shape[0])
+
+        def mix(t: Tensor) -> Tensor:
+            return MM.apply_mask(t, t[perm], mask, layout)
+
+        return MixPlan(lam=lam, perm=perm, layer=INPUT_LAYER, mix=mix, mask=mask)
+
+
+class FMix(_MaskMixer):
+    """FMix (Harris et al. 2020): a binary mask from thresholded low-frequency Fourier noise.
+
+    ``lam ~ Beta(alpha, alpha)``; the ``round(lam * area)`` largest values of the noise keep
+    ``x``, the rest show ``x[perm]``; the label weight is that exact kept fraction. One mask
+    for the batch (released), or one per sample with ``per_sample=True``. ``mask=`` (True
+    where the partner shows) makes a step deterministic together with ``perm=``.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+        >>> out = FMix(num_classes=3, seed=0)(net, torch.randn(4, 1, 8, 8),
+        ...                                   torch.tensor([0, 1, 2, 0]))
+        >>> bool(torch.isclose(out.lam, 1 - out.mask.float().mean()))
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1.0,
+        decay_power: float = 3.0,
+        per_sample: bool = False,
+        spatial_dims: int | None = None,
+        channels_last: bool = False,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        validate: bool = True,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(alpha=alpha, per_sample=per_sample, spatial_dims=spatial_dims,
+                         channels_last=channels_last, num_classes=num_classes,
+                         label_smoothing=label_smoothing, seed=seed, generator=generator,
+                         validate=validate, check_finite=check_finite)
+        if not (isinstance(decay_power, (int, float)) and decay_power > 0):
+            raise ConfigError(
+                f"decay_power={decay_power!r} is invalid: pass a positive number (FMix uses 3)."
+            )
+        self.decay_power = float(decay_power)
+
+    def sample_mask(
+        self, spatial: tuple[int, ...], lam: Tensor, *, generator: torch.Generator,
+        device: torch.device,
+    ) -> Tensor:
+        """Draw FMix masks for ``lam`` (0-d: one mask; ``(B,)``: one per sample)."""
+        return MM.fmix_mask(spatial, lam, generator=generator, decay_power=self.decay_power,
+                            device=device)
+
+    def plan(
+        self,
+        model: nn.Module,
+        x: Any,
+        batch_size: int,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        lam: Tensor | float | None,
+        perm: Tensor | None,
+        generator: torch.Generator,
+        mask: Tensor | None = None,
+    ) -> MixPlan:
+        """Draw lambda, the pairing and the mask (or take them); lambda is the kept fraction."""
+        layout = self._layout(x)
+        lam_t, perm_t = self._lam_perm(batch_size, device=device, dtype=dtype, lam=lam,
+                                       perm=perm, generator=generator)
+        if mask is None:
+            mask = self.sample_mask(layout.spatial, lam_t, generator=generator, device=device)
+        else:
+            mask = given_mask(mask, layout, batch_size, device)
+        return self._masked_plan(mask, perm_t, layout, dtype, per_batch=lam_t.dim() == 0)
+
+
+class ResizeMix(_MaskMixer):
+    """ResizeMix (Qin et al. 2020): the partner image, shrunk, pasted at a random place.
+
+    A scale ``tau ~ U(scale)`` (default U(0.1, 0.8)) sets the box side ``round(tau * size)``
+    per axis; ``x[perm]`` is resized to the box (``mode``: "nearest" as in the reference
+    implementation, or "bilinear") and pasted at a uniformly random place inside ``x``. The
+    label weight of ``x`` is the exact kept area ``1 - box area / area``. One box for the
+    batch. ``lam=`` fixes the box to cover ``1 - lam`` (side ``sqrt(1 - lam)`` in 2-D,
+    ``1 - lam`` in 1-D, rounded); ``box=(starts, sizes)`` fixes it completely.
+
+    MixupE's constant is ``c = 2 E[lam (1 - lam)]`` for ``lam = 1 - tau^d``, ``d`` the number
+    of spatial dims (2 unless ``spatial_dims=1``), in closed form.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(100, 2))
+        >>> out = ResizeMix(num_classes=2, seed=0)(net, torch.randn(3, 1, 10, 10),
+        ...                                        torch.tensor([0, 1, 1]))
+        >>> bool(torch.isclose(out.lam, 1 - out.mask.float().mean()))
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        scale: tuple[float, float] = (0.1, 0.8),
+        mode: str = "nearest",
+        spatial_dims: int | None = None,
+        channels_last: bool = False,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        validate: bool = True,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(alpha=None, spatial_dims=spatial_dims, channels_last=channels_last,
+                         num_classes=num_classes, label_smoothing=label_smoothing, seed=seed,
+                         generator=generator, validate=validate, check_finite=check_finite)
+        if not (
+            isinstance(scale, (tuple, list)) and len(scale) == 2
+            and all(isinstance(v, (int, float)) for v in scale)
+            and 0.0 < scale[0] <= scale[1] <= 1.0
+        ):
+            raise ConfigError(
+                f"scale={scale!r} is invalid: pass (low, high) with 0 < low <= high <= 1 "
+                "(ResizeMix uses (0.1, 0.8))."
+            )
+        if mode not in ("nearest", "bilinear"):
+            raise ConfigError(f"mode={mode!r} is unknown: use 'nearest' or 'bilinear'.")
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.mode = mode
+
+    def mixupe_constant(self) -> float:
+        """``2 E[tau^d (1 - tau^d)]`` for ``tau ~ U(scale)``."""
+        d = self.spatial_dims or 2
+        lo, hi = self.scale
+
+        def moment(k: int) -> float:  # E[tau^k]
+            if hi == lo:
+                return lo**k
+            return (hi ** (k + 1) - lo ** (k + 1)) / ((k + 1) * (hi - lo))
+
+        return 2.0 * (moment(d) - moment(2 * d))
+
+    def sample_box(
+        self, spatial: tuple[int, ...], *, generator: torch.Generator,
+        lam: Tensor | float | None = None,
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Draw the paste box as host integers ``(starts, sizes)``.
+
+        The scale and place are drawn on the generator's device and read on the host (free for
+        the default CPU generator).
+        """
+        if lam is None:
+            u = torch.rand((1,), generator=generator, device=generator.device,
+                           dtype=torch.float64)
+            tau = self.scale[0] + (self.scale[1] - self.scale[0]) * u
+        else:
+            area = 1.0 - float(lam)
+            tau = torch.tensor([area ** (1.0 / len(spatial))], dtype=torch.float64,
+                               device=generator.device)
+        starts, sizes = MM.resizemix_box(spatial, tau, generator=generator)
+        return tuple(starts[0].tolist()), tuple(sizes[0].tolist())
+
+    def plan(
+        self,
+        model: nn.Module,
+        x: Any,
+        batch_size: int,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        lam: Tensor | float | None,
+        perm: Tensor | None,
+        generator: torch.Generator,
+        box: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+    ) -> MixPlan:
+        """Draw (or take) the pairing and the box; lambda is the kept area."""
+        layout = self._layout(x)
+        if lam is not None and (isinstance(lam, Tensor) and lam.dim() != 0):
+            raise InputError("ResizeMix uses one box per batch: pass a single lam, not (B,).")
+        perm_t = self._perm(batch_size, device=device, perm=perm, generator=generator)
+        if box is None:
+            starts, sizes = self.sample_box(layout.spatial, generator=generator, lam=lam)
+        else:
+            starts, sizes = _check_box(box, layout.spatial)
+        mask = MM.box_mask(layout.spatial, torch.tensor([starts], device=device),
+                           torch.tensor([sizes], device=device))
+        lam_t = MM.kept_fraction(mask, dtype)[0]
+        mode = self.mode
+
+        def paste(t: Tensor) -> Tensor:
+            return MM.paste_resized(t, t[perm_t], starts, sizes, layout, mode=mode)
+
+        return MixPlan(lam=lam_t, perm=perm_t, layer=INPUT_LAYER, mix=paste, mask=mask)
+
+
+def _check_box(box: Any, spatial: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    try:
+        starts, sizes = (tuple(int(v) for v in part) for part in box)
+    except (TypeError, ValueError):
+        starts, sizes = (), ()
+    ok = len(starts) == len(sizes) == len(spatial) and all(
+        s >= 0 and k >= 1 and s + k <= n for s, k, n in zip(starts, sizes, spatial, strict=True)
+    )
+    if not ok:
+        raise InputError(
+            f"box={box!r} is invalid: pass (starts, sizes), one int per spatial axis of "
+            f"{spatial}, with each box inside the input."
+        )
+    return starts, sizes
+
+
+class SaliencyMix(_MaskMixer):
+    """SaliencyMix (Uddin et al., ICLR 2021): a box centred on the source's saliency peak.
+
+    ``lam ~ Beta(alpha, alpha)`` sets the box side as CutMix does; the box is centred on the
+    peak of the spectral-residual saliency map of the source image ``x[perm]`` and that region
+    of the source is pasted into ``x`` at the same place. As released, one box for the batch,
+    placed by the saliency of the first source (``per_sample=True``: each sample's box from its
+    own source). The label weight is the exact kept area after clipping. ``mask=`` makes the
+    step deterministic with ``perm=``.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+        >>> out = SaliencyMix(num_classes=2, seed=0)(net, torch.randn(3, 1, 8, 8),
+        ...                                          torch.tensor([0, 1, 1]))
+        >>> bool(torch.isclose(out.lam, 1 - out.mask.float().mean()))
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1.0,
+        per_sample: bool = False,
+        blur: float = 0.125,
+        spatial_dims: int | None = None,
+        channels_last: bool = False,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        validate: bool = True,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(alpha=alpha, per_sample=per_sample, spatial_dims=spatial_dims,
+                         channels_last=channels_last, num_classes=num_classes,
+                         label_smoothing=label_smoothing, seed=seed, generator=generator,
+                         validate=validate, check_finite=check_finite)
+        if not (isinstance(blur, (int, float)) and blur >= 0 and math.isfinite(blur)):
+            raise ConfigError(f"blur={blur!r} is invalid: pass a fraction >= 0 (0: no blur).")
+        self.blur = float(blur)
+
+    def sample_mask(self, sources: Tensor, lam: Tensor, layout: MM.Layout) -> Tensor:
+        """Boxes (True inside) centred on the saliency peaks of ``sources``."""
+        saliency = MM.spectral_residual_saliency(sources, layout, blur=self.blur)
+        starts, sizes = MM.peak_box(saliency, lam)
+        return MM.box_mask(layout.spatial, starts, sizes)
+
+    def plan(
+        self,
+        model: nn.Module,
+        x: Any,
+        batch_size: int,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        lam: Tensor | float | None,
+        perm: Tensor | None,
+        generator: torch.Generator,
+        mask: Tensor | None = None,
+    ) -> MixPlan:
+        """Draw lambda and the pairing, place the box(es); lambda is the kept area."""
+        layout = self._layout(x)
+        lam_t, perm_t = self._lam_perm(batch_size, device=device, dtype=dtype, lam=lam,
+                                       perm=perm, generator=generator)
+        if mask is None:
+            sources = x[perm_t] if lam_t.dim() == 1 else x[perm_t[:1]]
+            mask = self.sample_mask(sources, lam_t, layout)
+        else:
+            mask = given_mask(mask, layout, batch_size, device)
+        return self._masked_plan(mask, perm_t, layout, dtype, per_batch=lam_t.dim() == 0)
