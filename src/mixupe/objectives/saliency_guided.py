@@ -129,9 +129,10 @@ class PuzzleMix(_GridMixer):
     of the clean loss gives each block its saliency; for each pair a mask with ``n_labels``
     levels (``x`` weight 1, 1/2, 0 for 3 labels) minimises
     :func:`mixupe.functional_cuts.puzzle_energy` (saliency lost, smoothness ``beta``,
-    data-local smoothness ``gamma``, label prior ``eta`` towards ``lam``) by graph cuts. With ``transport=True`` each source's blocks are then
-    re-arranged (exact assignment, ``t_eps`` times the squared block distance against the
-    saliency moved into the region where that source shows), and the two are blended by the
+    data-local smoothness ``gamma``, label prior ``eta`` towards ``lam``) by graph cuts.
+    With ``transport=True`` each source's blocks are then re-arranged (exact assignment,
+    ``t_eps`` times the squared block distance against the saliency moved into the region
+    where that source shows), and the two are blended by the
     mask. The label weight of ``x`` is the exact mean of its mask.
 
     Adversarial option (``adv_p > 0``): with probability ``adv_p`` each of the two sources gets
