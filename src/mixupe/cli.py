@@ -42,15 +42,18 @@ EXIT_OK, EXIT_OTHER, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
 FIELD_HELP: dict[str, str] = {
     "dataset": "dataset name (see `mixupe data list`)",
     "model": "model name: mlp, small-cnn, preact-resnet18, mfcc-cnn, gin",
-    "method": "training objective: erm, mixup, cutmix, manifold or mixupe",
+    "method": "training objective: erm, mixupe, regmixup, or a mixer alone: mixup, cutmix, "
+              "manifold, mixup-cutmix, fmix, resizemix, saliencymix, puzzlemix, comixup, "
+              "alignmix",
     "alpha": "Beta(alpha, alpha) parameter of the mixing coefficient lambda",
     "per_sample": "draw one lambda per sample instead of one per batch",
-    "mixing": "how MixupE mixes: auto (input mixup for tensors, manifold at the model's "
-              "mix layers for graphs), mixup, cutmix or manifold",
+    "mixing": "the mixer of MixupE and RegMixup: auto (input mixup for tensors, manifold at "
+              "the model's mix layers for graphs) or a mixer name (see method)",
     "mix_layers": "comma-separated submodule names for manifold mixing ('none' = the model's "
                   "own mix_layers)",
     "label_smoothing": "label smoothing of the targets, in [0, 1)",
-    "eta": "MixupE: weight of the directional-derivative term",
+    "eta": "MixupE: weight of the directional-derivative term; RegMixup: weight of the "
+           "mixing loss",
     "version": "MixupE version 1-4 (3 is the authors' published configuration)",
     "threshold": "MixupE versions 1 and 3: select samples whose score is below this "
                  "('none' = select all)",
@@ -77,9 +80,23 @@ FIELD_HELP: dict[str, str] = {
     "seed": "random seed (data order, initialisation, mixing; the split too unless data-seed)",
     "data_seed": "seed of the train/validation split and training subset ('none' = the run "
                  "seed, so every seed has its own split)",
+    "mixer_options": "KEY=VALUE option for the mixer's constructor (repeatable), e.g. "
+                     "grid_sizes=[2,4] for puzzlemix",
+    "mix_prob": "probability of mixing a batch at all (timm's prob)",
+    "off_epoch": "first epoch (from 1) without mixing ('none' = mix throughout)",
+    "label_alpha": "Mixup: mix labels with their own Beta(label_alpha) lambda ('none' = one "
+                   "lambda)",
+    "cutmix_alpha": "mixup-cutmix: CutMix's alpha ('none' = alpha)",
+    "cutmix_minmax": "CutMix box sides drawn from this range of the side length, e.g. 0.2,0.8",
+    "switch_prob": "mixup-cutmix: probability of CutMix for a batch",
+    "sam_rho": "wrap the optimiser in SAM with this radius ('none' = no SAM; Mixup + SAM is "
+               "the G-Mix baseline)",
     "device": "auto, cpu, cuda or cuda:N",
     "amp": "automatic mixed precision (CUDA only)",
 }
+
+
+OPTION_FIELDS = ("model_options", "data_options", "mixer_options")
 
 
 class CliError(MixupeError):
@@ -121,6 +138,15 @@ def _str_tuple(text: str) -> tuple[str, ...] | None:
     return None if text.lower() == "none" else tuple(s.strip() for s in text.split(",") if s)
 
 
+def _float_pair(text: str) -> tuple[float, ...] | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LO,HI; write e.g. 0.2,0.8") from None
+
+
 def _int_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(s) for s in text.split(",") if s.strip())
 
@@ -139,13 +165,15 @@ def _add_field_options(parser: argparse.ArgumentParser) -> None:
         annotation = str(f.type)
         if annotation == "bool":
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
-        elif f.name in ("model_options", "data_options"):
+        elif f.name in OPTION_FIELDS:
             parser.add_argument(*names, action="append", type=_key_value, metavar="KEY=VALUE",
                                 **kw)
         elif f.name == "mix_layers":
             parser.add_argument(*names, type=_str_tuple, metavar="NAME[,NAME]", **kw)
         elif f.name == "milestones":
             parser.add_argument(*names, type=_int_tuple, metavar="E1[,E2]", **kw)
+        elif f.name == "cutmix_minmax":
+            parser.add_argument(*names, type=_float_pair, metavar="LO,HI|none", **kw)
         elif annotation == "float | None":
             parser.add_argument(*names, type=_optional_float, metavar="FLOAT|none", **kw)
         elif annotation == "int | None":
@@ -314,7 +342,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for name in fields:
         if name in vars(args):
             value = getattr(args, name)
-            if name in ("model_options", "data_options"):
+            if name in OPTION_FIELDS:
                 value = {**dict(values.get(name) or {}), **dict(value)}
             values[name] = value
     cfg = TrainConfig.from_dict(values)

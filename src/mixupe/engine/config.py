@@ -31,8 +31,11 @@ from mixupe.errors import ConfigError
 
 __all__ = ["METHODS", "NAMING_DEFAULTS", "TrainConfig"]
 
-METHODS = ("erm", "mixup", "cutmix", "manifold", "mixupe")
-MIXINGS = ("auto", "mixup", "cutmix", "manifold")
+# The mixers (each a method alone, or the mixing of MixupE / RegMixup).
+MIXERS = ("mixup", "cutmix", "manifold", "mixup-cutmix", "fmix", "resizemix", "saliencymix",
+          "puzzlemix", "comixup", "alignmix")
+METHODS = ("erm", "mixup", "cutmix", "manifold", "mixupe", *MIXERS[3:], "regmixup")
+MIXINGS = ("auto", *MIXERS)
 CLEAN_PASSES = ("separate", "fused")
 FULL_EVALS = ("end", "each-epoch")
 OPTIMIZERS = ("sgd", "adamw")
@@ -57,9 +60,19 @@ _NAMING_V1: dict[str, Any] = {
 # it existed (its dataclass default may differ). Append new fields here; never edit a value.
 # - data_seed: runs used to load every dataset with the loader's default seed 0.
 # - full_eval: runs used to evaluate test and FGSM after every epoch.
+# - the Mixup family's knobs: before them every batch was mixed, by one Beta(alpha, alpha)
+#   lambda for inputs and labels, CutMix boxes came from lambda, and no SAM was used.
 _NAMING_ADDED: dict[str, Any] = {
     "data_seed": 0,
     "full_eval": "each-epoch",
+    "mixer_options": (),
+    "mix_prob": 1.0,
+    "off_epoch": None,
+    "label_alpha": None,
+    "cutmix_alpha": None,
+    "cutmix_minmax": None,
+    "switch_prob": 0.5,
+    "sam_rho": None,
 }
 NAMING_DEFAULTS: dict[str, Any] = {**_NAMING_V1, **_NAMING_ADDED}
 
@@ -93,11 +106,21 @@ _SHORT = {
     "amp": "amp",
     "data_seed": "split",
     "full_eval": "feval",
+    "mixer_options": "mxo",
+    "mix_prob": "p",
+    "off_epoch": "off",
+    "label_alpha": "la",
+    "cutmix_alpha": "ca",
+    "cutmix_minmax": "minmax",
+    "switch_prob": "sw",
+    "sam_rho": "sam",
 }
 _METHOD_PART = (
     "alpha", "per_sample", "mixing", "mix_layers", "label_smoothing", "eta", "version",
-    "threshold", "fast_sign", "rescale", "clean_pass",
+    "threshold", "fast_sign", "rescale", "clean_pass", "mixer_options", "mix_prob",
+    "off_epoch", "label_alpha", "cutmix_alpha", "cutmix_minmax", "switch_prob",
 )
+_OPTION_FIELDS = ("model_options", "data_options", "mixer_options")
 
 
 def _as_options(value: Any, name: str) -> tuple[tuple[str, Any], ...]:
@@ -159,6 +182,14 @@ class TrainConfig:
 
     Invalid values raise :class:`~mixupe.errors.ConfigError` at construction.
 
+    The Mixup family: ``method`` names a mixer alone, ``"mixupe"`` / ``"regmixup"`` wrap the
+    mixer named by ``mixing``; ``mixer_options`` go to the mixer's constructor (e.g.
+    ``{"grid_sizes": [2, 4]}`` for Puzzle Mix); timm's knobs ``mix_prob`` (mix a batch at all),
+    ``off_epoch`` (no mixing from that epoch on), ``label_alpha`` (Mixup's decoupled label
+    lambda), ``cutmix_alpha``/``switch_prob`` (the "mixup-cutmix" switch) and
+    ``cutmix_minmax`` (box sides from a range); ``eta`` is also RegMixup's weight; ``sam_rho``
+    wraps the optimiser in SAM (``method="mixup"`` with SAM is the G-Mix baseline).
+
     ``seed`` fixes the initialisation, the data order and the mixing draws; ``data_seed``
     fixes the train/validation split and any training subset: ``None`` (the default) draws
     them from ``seed``, so seeds also vary the split and the intervals over seeds include
@@ -206,13 +237,23 @@ class TrainConfig:
     full_eval: str = "end"
     seed: int = 0
     data_seed: int | None = None
+    mixer_options: tuple[tuple[str, Any], ...] = field(default=())
+    mix_prob: float = 1.0
+    off_epoch: int | None = None
+    label_alpha: float | None = None
+    cutmix_alpha: float | None = None
+    cutmix_minmax: tuple[float, float] | None = None
+    switch_prob: float = 0.5
+    sam_rho: float | None = None
     device: str = "auto"
     amp: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "model_options", _as_options(self.model_options, "model_options"))
-        set_(self, "data_options", _as_options(self.data_options, "data_options"))
+        for name in _OPTION_FIELDS:
+            set_(self, name, _as_options(getattr(self, name), name))
+        if isinstance(self.cutmix_minmax, list):
+            set_(self, "cutmix_minmax", tuple(self.cutmix_minmax))
         if self.mix_layers is not None:
             if isinstance(self.mix_layers, str):
                 set_(self, "mix_layers", (self.mix_layers,))
@@ -297,6 +338,7 @@ class TrainConfig:
                 "data_options sets 'seed'; the split seed is the config's data_seed (None: the "
                 "run seed), so pass data_seed=N instead"
             )
+        self._check_family(number)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise ConfigError(
                 f"device={self.device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
@@ -308,6 +350,27 @@ class TrainConfig:
                 f"mix_layers={self.mix_layers!r} must be a non-empty sequence of submodule "
                 "names, or None for the model's own mix_layers"
             )
+
+    def _check_family(self, number: Any) -> None:
+        number("mix_prob", low=0.0, high=1.0)
+        number("switch_prob", low=0.0, high=1.0)
+        for name in ("label_alpha", "cutmix_alpha", "sam_rho"):
+            if getattr(self, name) is not None:
+                number(name, low=0.0, strict=True)
+        if self.off_epoch is not None:
+            number("off_epoch", low=1, integer=True)
+        mm = self.cutmix_minmax
+        if mm is not None and not (
+            isinstance(mm, tuple) and len(mm) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mm)
+            and 0 < mm[0] < mm[1] <= 1
+        ):
+            raise ConfigError(
+                f"cutmix_minmax={mm!r} must be (lo, hi) with 0 < lo < hi <= 1, fractions of the "
+                "side length, e.g. (0.2, 0.8); or None to draw boxes from lambda"
+            )
+        if self.sam_rho is not None and self.amp:
+            raise ConfigError("sam_rho with amp=True is not supported; drop one of them")
 
     @property
     def split_seed(self) -> int:
@@ -332,24 +395,46 @@ class TrainConfig:
         reset: set[str] = set()
         mixupe_only = {"mixing", "eta", "version", "threshold", "fast_sign", "rescale",
                        "clean_pass"}
+        knobs = {"mixer_options", "mix_prob", "off_epoch", "label_alpha", "cutmix_alpha",
+                 "cutmix_minmax", "switch_prob"}
+        mixer = self.mixer_name()
         if self.method == "erm":
-            reset |= mixupe_only | {"alpha", "per_sample", "mix_layers"}
-        elif self.method in ("mixup", "cutmix"):
-            reset |= mixupe_only | {"mix_layers"}
-        elif self.method == "manifold":
-            reset |= mixupe_only
-        else:  # mixupe
-            if self.mixing in ("mixup", "cutmix"):
-                reset.add("mix_layers")
+            reset |= mixupe_only | knobs | {"alpha", "per_sample", "mix_layers"}
+        elif self.method == "mixupe":
             if self.version in (2, 4):
                 reset.add("threshold")  # versions 2 and 4 use every sample
             if self.version in (1, 2):
                 reset.add("fast_sign")  # the sign only applies to the fast score
+        elif self.method == "regmixup":
+            reset |= mixupe_only - {"mixing", "eta"}
+        else:
+            reset |= mixupe_only
+        if mixer not in (None, "auto", "manifold", "alignmix"):
+            reset.add("mix_layers")
+        if mixer not in ("mixup", "mixup-cutmix", "auto"):
+            reset.add("label_alpha")
+        if mixer not in ("cutmix", "mixup-cutmix"):
+            reset.add("cutmix_minmax")
+        if mixer != "mixup-cutmix":
+            reset |= {"cutmix_alpha", "switch_prob"}
         if self.schedule != "step":
             reset |= {"milestones", "gamma"}
         if self.optimizer != "sgd":
             reset.add("momentum")
         return dataclasses.replace(self, **{name: NAMING_DEFAULTS[name] for name in reset})
+
+    def mixer_name(self) -> str | None:
+        """The mixer this run uses: the method, or ``mixing`` for MixupE and RegMixup
+        ("auto" there is decided by the data domain); None for ERM.
+
+        >>> TrainConfig(method="mixupe", mixing="fmix").mixer_name()
+        'fmix'
+        """
+        if self.method == "erm":
+            return None
+        if self.method in ("mixupe", "regmixup"):
+            return self.mixing
+        return self.method
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -357,7 +442,7 @@ class TrainConfig:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("model_options", "data_options"):
+            if f.name in _OPTION_FIELDS:
                 value = {k: _thaw(v) for k, v in value}
             elif isinstance(value, tuple):
                 value = list(value)
@@ -376,7 +461,7 @@ class TrainConfig:
                 f"unknown config keys {unknown}; remove them or use one of {sorted(known)}"
             )
         values = dict(d)
-        for key in ("mix_layers", "milestones"):
+        for key in ("mix_layers", "milestones", "cutmix_minmax"):
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         try:

@@ -22,6 +22,7 @@ import torch
 
 from mixupe.engine.config import TrainConfig
 from mixupe.errors import ConfigError
+from mixupe.sam import SAM
 
 __all__ = ["LRFactor", "build_optimizer", "build_scheduler"]
 
@@ -29,16 +30,21 @@ __all__ = ["LRFactor", "build_optimizer", "build_scheduler"]
 def build_optimizer(
     params: Iterable[torch.nn.Parameter], cfg: TrainConfig
 ) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum (``optimizer="sgd"``) or AdamW, with ``cfg.weight_decay``."""
+    """SGD with Nesterov momentum (``optimizer="sgd"``) or AdamW, with ``cfg.weight_decay``;
+    wrapped in :class:`~mixupe.sam.SAM` when ``cfg.sam_rho`` is set."""
     params = list(params)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
+        base: torch.optim.Optimizer = torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
             nesterov=cfg.momentum > 0,
         )
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ConfigError(f"optimizer={cfg.optimizer!r} is not supported; use 'sgd' or 'adamw'")
+    elif cfg.optimizer == "adamw":
+        base = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ConfigError(f"optimizer={cfg.optimizer!r} is not supported; use 'sgd' or 'adamw'")
+    if cfg.sam_rho is not None:
+        return SAM(base, rho=cfg.sam_rho)
+    return base
 
 
 class LRFactor:

@@ -43,9 +43,11 @@ from mixupe.engine import distributed as D
 from mixupe.engine.checkpoint import load_checkpoint, save_checkpoint
 from mixupe.engine.config import TrainConfig
 from mixupe.engine.metrics import calibration_bins, ece_from_bins, fgsm_perturb
+from mixupe.engine.objective import build_objective, set_epoch
 from mixupe.engine.optim import build_optimizer, build_scheduler
 from mixupe.engine.rundir import RunDir
 from mixupe.errors import ConfigError, InputError, NonFiniteLossError
+from mixupe.sam import SAM
 
 __all__ = [
     "RunResult",
@@ -104,52 +106,6 @@ def build_model(cfg: TrainConfig, ds: Any) -> nn.Module:
             options["generator"] = torch.Generator().manual_seed(derive_seed(cfg.seed, "init"))
         return models.build(cfg.model, input_shape=ds.input_shape,
                             num_classes=ds.num_classes, **options)
-
-
-def build_objective(cfg: TrainConfig, *, model: nn.Module, num_classes: int, domain: str,
-                    generator: torch.Generator) -> Any:
-    """The loss objective of ``cfg.method``, drawing from ``generator``, for the hot path.
-
-    Input checks and the per-step finiteness check are switched off where the objective
-    offers it (the trainer checks finiteness itself without a per-step sync).
-    """
-    import mixupe.objectives as O
-
-    graphs = domain == "graphs"
-    layers = cfg.mix_layers if cfg.mix_layers is not None else tuple(
-        getattr(model, "mix_layers", ()) or ())
-    common: dict[str, Any] = {"num_classes": num_classes, "generator": generator,
-                              "label_smoothing": cfg.label_smoothing,
-                              "validate": False, "check_finite": False}
-    mix = {**common, "alpha": cfg.alpha, "per_sample": cfg.per_sample}
-    method = cfg.method
-    if method == "mixupe":
-        method = cfg.mixing
-        if method == "auto":
-            method = "manifold" if graphs else "mixup"
-    if method == "erm":
-        return O.ERM(**common)
-    if method == "cutmix" and graphs:
-        raise ConfigError(
-            f"cutmix cannot mix graphs (dataset={cfg.dataset!r}); use method='mixup' "
-            "(mixed at the pooled embedding) or 'manifold'"
-        )
-    if method == "mixup" and graphs:
-        mixer = O.ManifoldMixup(**mix, layers=["pool"])
-    elif method == "mixup":
-        mixer = O.Mixup(**mix)
-    elif method == "cutmix":
-        mixer = O.CutMix(**mix)
-    else:
-        if graphs and cfg.mix_layers is None:
-            layers = ("pool",)
-        mixer = O.ManifoldMixup(**mix, layers=list(layers) if layers else None)
-    if cfg.method != "mixupe":
-        return mixer
-    # MixupE draws from the mixing objective's generator (ours) when given none of its own.
-    return O.MixupE(mixing=mixer, eta=cfg.eta, version=cfg.version, threshold=cfg.threshold,
-                    fast_sign=cfg.fast_sign, rescale=cfg.rescale, clean_pass=cfg.clean_pass,
-                    validate=False, check_finite=False)
 
 
 class _ObjectiveStep(nn.Module):
@@ -466,6 +422,22 @@ def _stat(out: Any, *names: str) -> torch.Tensor | None:
     return None
 
 
+def _same_draws_closure(parts: _Parts, x: Any, y: torch.Tensor,
+                        draws: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """SAM's second evaluation, at the perturbed weights, with the step's own random draws
+    (mixing generator and global RNG restored, so lambda, pairing, masks and dropout repeat)."""
+
+    def closure() -> torch.Tensor:
+        parts.mix_generator.set_state(draws[0])
+        torch.set_rng_state(draws[1])
+        parts.optimizer.zero_grad(set_to_none=True)
+        loss = parts.step_module(x, y)
+        loss.backward()
+        return loss
+
+    return closure
+
+
 def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: int,
                  step: int, bar: Any) -> tuple[dict[str, Any], int]:
     inner = parts.step_module.module if ctx.distributed else parts.step_module
@@ -476,6 +448,7 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
     acc = torch.zeros(6, dtype=torch.float64, device=dev)
     batches = _batches(parts.ds.train, batch_size=cfg.batch_size, shuffle=True,
                        generator=shuffle, device=dev, ctx=ctx)
+    set_epoch(parts.objective, epoch)
     for i in range(parts.steps_per_epoch):
         try:
             x, y = next(batches)
@@ -485,21 +458,25 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
                 f"{parts.steps_per_epoch} steps; the data shards are uneven, report this bug"
             ) from None
         parts.optimizer.zero_grad(set_to_none=True)
+        draws = (parts.mix_generator.get_state(), torch.get_rng_state())
         with (torch.autocast("cuda", dtype=parts.amp_dtype) if parts.amp_dtype
               else contextlib.nullcontext()):
             loss = parts.step_module(x, y)
+        out = inner.last
         if parts.scaler is not None:
             parts.scaler.scale(loss).backward()
             parts.scaler.step(parts.optimizer)
             parts.scaler.update()
         else:
             loss.backward()
-            parts.optimizer.step()
+            if isinstance(parts.optimizer, SAM):
+                parts.optimizer.step(_same_draws_closure(parts, x, y, draws))
+            else:
+                parts.optimizer.step()
         parts.scheduler.step()
         step += 1
         detached = loss.detach().double()
         acc[0] += detached
-        out = inner.last
         mix = _stat(out, "mixup_loss")
         reg = _stat(out, "regulariser")
         if mix is not None and reg is not None:  # MixupE
