@@ -19,7 +19,7 @@ import copy
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import mixupe
 from mixupe import models
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_time import machine_info, summarise, synthetic_batches  # noqa: E402
+from step_time import machine_info, summarise, synthetic_batches
 
 K = 10
 SHAPE = (1, 28, 28)
@@ -56,7 +56,7 @@ def objectives(seed: int) -> dict[str, tuple[Any, bool]]:
         "Puzzle Mix (adv_p=0.1)": (mixupe.PuzzleMix(grid_sizes=(2, 4, 7, 14), adv_p=0.1, **FAST,
                                                     generator=g()), False),
         "Co-Mixup": (mixupe.CoMixup(grid_sizes=(2, 4, 7, 14), **FAST, generator=g()), False),
-        "AlignMix": (mixupe.AlignMix(**FAST, generator=g()), False),
+        "AlignMix": (mixupe.AlignMix(layers=["block2"], **FAST, generator=g()), False),
         "RegMixup": (mixupe.RegMixup(eta=1.0, mixing=mixupe.Mixup(alpha=10.0, **FAST,
                                                                    generator=g()),
                                      validate=False, check_finite=False), False),

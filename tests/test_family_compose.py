@@ -50,7 +50,8 @@ def test_mixer_runs_under_mixupe_with_its_own_loss_as_the_mixup_loss(name):
     obj = mixupe.MixupE(mixing=mixer, version=3, eta=0.5, rescale=False)
     out = obj(net, x, y)
     # the same draws: MixupE's mixing loss is the mixer's own loss, plus its term
-    torch.testing.assert_close(out.stats["mixup_loss"], float(alone.loss.detach()), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.stats["mixup_loss"], float(alone.loss.detach()), rtol=1e-5,
+                               atol=1e-6)
     torch.testing.assert_close(out.targets, alone.targets)
     assert obj.c == pytest.approx(mixer.mixupe_constant())
     want = alone.loss.detach() + out.stats["regulariser"]

@@ -30,7 +30,7 @@ def all_labelings(shape: tuple[int, ...], n_labels: int):
 
 def energy_by_loops(z, unary, weights, pairwise) -> float:
     """The grid energy written out edge by edge (4-neighbourhood)."""
-    total = sum(unary[idx + (z[idx],)] for idx in np.ndindex(z.shape))
+    total = sum(unary[(*idx, z[idx])] for idx in np.ndindex(z.shape))
     for axis, w in enumerate(weights):
         for idx in np.ndindex(w.shape):
             nxt = list(idx)
@@ -88,7 +88,8 @@ def test_puzzle_energy_without_priors_keeps_the_more_salient_source():
                                                 gamma=0.0, eta=0.0)
     labels = MC.grid_labeling(unary, weights, pairwise)
     # label 0 keeps x itself; it should be chosen exactly where x's block is the more salient
-    assert np.array_equal(labels == 0, (s_self / s_self.sum() > s_partner / s_partner.sum()).numpy())
+    more_salient = s_self / s_self.sum() > s_partner / s_partner.sum()
+    assert np.array_equal(labels == 0, more_salient.numpy())
 
 
 def test_puzzle_label_prior_follows_lambda():
@@ -199,7 +200,7 @@ def test_puzzlemix_mixes_by_its_mask_and_reports_the_kept_fraction():
             for j in range(2):
                 w = float(mask[b, i, j])
                 blk = (b, slice(None), slice(4 * i, 4 * i + 4), slice(4 * j, 4 * j + 4))
-                want[blk] = (1 - w) * x[blk] + w * x[(int(perm[b]),) + blk[1:]]
+                want[blk] = (1 - w) * x[blk] + w * x[(int(perm[b]), *blk[1:])]
     lam = 1 - mask.reshape(3, -1).mean(1)
     torch.testing.assert_close(out.lam, lam)
     logits = net(want)

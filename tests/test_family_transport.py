@@ -17,9 +17,10 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_sinkhorn_marginals_and_plan_match_pot():
+@pytest.mark.parametrize("log_domain", [True, False])
+def test_sinkhorn_marginals_and_plan_match_pot(log_domain):
     cost = torch.rand(3, 5, 4, generator=gen(0), dtype=torch.float64)
-    plan = MT.sinkhorn(cost, eps=0.2, n_iter=500)
+    plan = MT.sinkhorn(cost, eps=0.2, n_iter=500, log_domain=log_domain)
     torch.testing.assert_close(plan.sum(2), torch.full((3, 5), 1 / 5, dtype=torch.float64))
     torch.testing.assert_close(plan.sum(1), torch.full((3, 4), 1 / 4, dtype=torch.float64))
     for b in range(3):

@@ -64,6 +64,11 @@ def objectives() -> list[tuple[str, Callable[[], object], bool]]:
         ("cutmix", lambda: mixupe.CutMix(**FAST), False),
         # the layer index is read from the CPU generator: a host read, but no device sync
         ("manifold", lambda: mixupe.ManifoldMixup(layers=["input", "2"], **FAST), True),
+        ("fmix", lambda: mixupe.FMix(per_sample=True, **FAST), False),
+        ("saliencymix", lambda: mixupe.SaliencyMix(per_sample=True, **FAST), False),
+        ("cutmix-minmax", lambda: mixupe.CutMix(minmax=(0.2, 0.8), **FAST), False),
+        ("mixupe-fmix", lambda: mixupe.MixupE(mixing=mixupe.FMix(**FAST), validate=False,
+                                              check_finite=False), False),
     ]
     for version in (1, 2, 3, 4):
         for clean_pass in ("separate", "fused"):

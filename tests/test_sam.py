@@ -43,7 +43,7 @@ def test_sam_step_equals_the_hand_formula(adaptive):
 
 
 def test_sam_uses_existing_gradients_and_shares_the_learning_rate():
-    a, w, loss = quadratic()
+    _a, w, loss = quadratic()
     base = torch.optim.SGD([w], lr=0.1)
     opt = mixupe.SAM(base, rho=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)

@@ -31,6 +31,9 @@ class AlignMix(ManifoldMixup):
             aligns pixels, with the channels as the vectors).
         eps: entropic weight of Sinkhorn on the cost scaled to [0, 1] (small: close to a
             permutation; large: towards the average of the partner).
+
+    The cost grows with the square of the number of positions: align at a deep,
+    low-resolution layer (the last feature map), as the paper does for its networks.
         n_iter: Sinkhorn iterations.
         per_sample, num_classes, label_smoothing, seed, generator, validate, check_finite: see
             :class:`ManifoldMixup`.
