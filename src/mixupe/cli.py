@@ -239,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "resumed, diverged runs reported and not retried), then print the suite's "
                     "table and write report.md and plots. Interrupt and rerun to continue.")
     bench.add_argument("suite", metavar="SUITE",
-                       help="built-in suite (smoke, quick, full, images) or a suite TOML file")
+                       help="built-in suite (smoke, quick, full, images, family) or a suite TOML "
+                            "file")
     bench.add_argument("--runs-root", type=Path, default=Path("runs"),
                        help="directory that holds run directories")
     bench.add_argument("--seeds", type=int, nargs="+", metavar="SEED",

@@ -139,7 +139,8 @@ class ArmPlan:
 
 
 def builtin_suites() -> list[str]:
-    """Names of the suites shipped with mixupe (``smoke``, ``quick``, ``full``)."""
+    """Names of the suites shipped with mixupe (``smoke``, ``quick``, ``full``, ``images``,
+    ``family``)."""
     folder = resources.files("mixupe.bench") / "suites"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
