@@ -113,7 +113,8 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     assert [r["epoch"] for r in records] == [1, 2]
     for r in records:  # full_eval="end": validation without FGSM each epoch, no test
         assert set(r) == {"epoch", "lr", "time_s", "eval_s", "train", "val"}
-        assert set(r["train"]) == {"loss", "mixup_loss", "reg", "reg_ratio", "selected_frac"}
+        assert set(r["train"]) == {"loss", "mixup_loss", "reg", "reg_ratio", "selected_frac",
+                                   "rescale", "rescale_sd"}
         assert set(r["val"]) == {"acc", "nll", "brier", "ece"}
         assert r["train"]["selected_frac"] == 1.0  # version 2 uses every sample
         assert r["train"]["reg_ratio"] > 0
@@ -375,3 +376,20 @@ def test_each_run_seed_draws_its_own_split_unless_data_seed_fixes_it(
     a, b = real_load("digits", seed=3), real_load("digits", seed=4)
     assert not torch.equal(a.val.y, b.val.y) or not torch.equal(a.val.x, b.val.x)
     assert torch.equal(a.test.x, real_load("digits", seed=3).test.x)
+
+
+def test_rescale_factor_is_logged_per_epoch(tmp_path: Path) -> None:
+    # One step per epoch: the factor must be |L_mix| / |L_mix + reg| of that step, from the
+    # record's own mixup loss and regulariser (computed before the rescale).
+    n_train = len(mixupe.data.load("digits").train)
+    cfg = _cfg(method="mixupe", version=4, eta=1.0, epochs=2, batch_size=n_train)
+    rows = [json.loads(x) for x in (train(cfg, runs_root=tmp_path, progress=False).run_dir
+                                    / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        t = r["train"]
+        assert t["rescale"] == pytest.approx(abs(t["mixup_loss"]) /
+                                             abs(t["mixup_loss"] + t["reg"]), rel=1e-6)
+        assert t["rescale_sd"] == pytest.approx(0.0, abs=1e-7)
+        assert t["rescale"] != pytest.approx(1.0, abs=1e-3)  # the term is not negligible here
+    off = train(dataclasses.replace(cfg, rescale=False), runs_root=tmp_path, progress=False)
+    assert off.final["train"]["rescale"] == 1.0 and off.final["train"]["rescale_sd"] == 0.0

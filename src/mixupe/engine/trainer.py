@@ -444,8 +444,9 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
     parts.step_module.train()
     shuffle = torch.Generator().manual_seed(derive_seed(cfg.seed, "shuffle", epoch))
     dev = ctx.device
-    # loss, mixup loss, reg, reg ratio, selected fraction; then the count of steps with stats
-    acc = torch.zeros(6, dtype=torch.float64, device=dev)
+    # loss, mixup loss, reg, reg ratio, selected fraction, the count of steps with those
+    # stats, then the rescale factor's sum and sum of squares (MixupE with rescale)
+    acc = torch.zeros(8, dtype=torch.float64, device=dev)
     batches = _batches(parts.ds.train, batch_size=cfg.batch_size, shuffle=True,
                        generator=shuffle, device=dev, ctx=ctx)
     set_epoch(parts.objective, epoch)
@@ -487,6 +488,10 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
             sel = _stat(out, "selected_fraction")
             acc[4] += sel if sel is not None else 1.0
             acc[5] += 1
+            scale = _stat(out, "rescale")
+            if scale is not None:
+                acc[6] += scale
+                acc[7] += scale * scale
         else:
             acc[1] += detached
         if bar is not None:
@@ -502,6 +507,10 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
         k = max(totals[5].item(), 1.0)
         record.update(reg=totals[2].item() / k, reg_ratio=totals[3].item() / k,
                       selected_frac=totals[4].item() / k)
+        if totals[6].item() > 0:  # the rescale factor |L_mix| / |L| over the epoch's steps
+            mean = totals[6].item() / k
+            record.update(rescale=mean,
+                          rescale_sd=math.sqrt(max(totals[7].item() / k - mean * mean, 0.0)))
     return record, step
 
 
