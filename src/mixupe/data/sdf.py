@@ -1,7 +1,12 @@
-"""A plain-Python reader for V2000 SD files (MDL molfiles with ``> <property>`` data blocks).
+"""A plain-Python reader for V2000 SD files: the ``"basic"`` molecule features, no RDKit needed.
 
 Only what molecular graphs need: atom symbols, formal charges (atom block and ``M  CHG``),
-bonds with their order, and the data properties. No RDKit required.
+bonds with their order, and the data properties. Hydrogen counts are later derived from
+standard valences, which is right only for Kekulé structures of closed-shell molecules, so
+the reader refuses what it cannot count correctly: aromatic bonds (bond type 4), radicals
+(charge code 4, ``M  RAD``) and atom-block valence or hydrogen-count overrides. RDKit
+(``pip install rdkit``) reads all of these; :mod:`mixupe.data.molecules` uses it for the
+default ``"ogb"`` features.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from pathlib import Path
 
 from mixupe.errors import CorruptDataError
 
-__all__ = ["Molecule", "parse_sdf", "read_sdf"]
+__all__ = ["RDKIT_INSTALL", "Molecule", "parse_sdf", "read_sdf"]
 
 # Atom-block charge codes of the V2000 format (0 = uncharged, 4 = doublet radical).
 _CHARGE_CODES = {0: 0, 1: 3, 2: 2, 3: 1, 4: 0, 5: -1, 6: -2, 7: -3}
@@ -22,7 +27,8 @@ _CHARGE_CODES = {0: 0, 1: 3, 2: 2, 3: 1, 4: 0, 5: -1, 6: -2, 7: -3}
 class Molecule:
     """One molecule: heavy atoms as element symbols, bonds as (i, j, order) with 0-based i, j.
 
-    Bond order: 1, 2, 3, or 4 for aromatic (the V2000 code).
+    Bond order: 1, 2 or 3. ``hydrogens`` holds each atom's hydrogen count when the reader
+    knows it (RDKit); None means "derive it from standard valences" (this module's reader).
     """
 
     name: str
@@ -30,6 +36,14 @@ class Molecule:
     charges: list[int]
     bonds: list[tuple[int, int, int]]
     properties: dict[str, str] = field(default_factory=dict)
+    hydrogens: list[int] | None = None
+
+
+RDKIT_INSTALL = "pip install rdkit"
+_UNREADABLE = (
+    "this plain reader (features='basic') cannot count hydrogens correctly there; read the "
+    f"file with RDKit (`{RDKIT_INSTALL}`, features='ogb') or convert it to a Kekulé form"
+)
 
 
 def _int_field(line: str, start: int, stop: int, what: str, where: str) -> int:
@@ -62,14 +76,28 @@ def _parse_record(lines: list[str], where: str) -> Molecule:
         symbol = line[31:34].strip()
         if not symbol or not symbol[0].isalpha():
             raise CorruptDataError(f"{where}: bad atom line {line!r}; replace the file")
+        code = _int_field(line, 36, 39, "charge", where)
+        if code == 4:
+            raise CorruptDataError(f"{where}: atom line {line!r} marks a radical; {_UNREADABLE}")
+        if _int_field(line, 42, 45, "hydrogen count", where) or _int_field(
+            line, 48, 51, "valence", where
+        ):
+            raise CorruptDataError(
+                f"{where}: atom line {line!r} overrides the hydrogen count or valence; "
+                f"{_UNREADABLE}"
+            )
         atoms.append(symbol)
-        charges.append(_CHARGE_CODES.get(_int_field(line, 36, 39, "charge", where), 0))
+        charges.append(_CHARGE_CODES.get(code, 0))
     bonds: list[tuple[int, int, int]] = []
     for line in lines[4 + n_atoms : 4 + n_atoms + n_bonds]:
         a = _int_field(line, 0, 3, "bond atom", where)
         b = _int_field(line, 3, 6, "bond atom", where)
         order = _int_field(line, 6, 9, "bond type", where)
-        if not (1 <= a <= n_atoms and 1 <= b <= n_atoms) or a == b or order not in (1, 2, 3, 4):
+        if order == 4:
+            raise CorruptDataError(
+                f"{where}: bond line {line!r} is aromatic (bond type 4); {_UNREADABLE}"
+            )
+        if not (1 <= a <= n_atoms and 1 <= b <= n_atoms) or a == b or order not in (1, 2, 3):
             raise CorruptDataError(f"{where}: bad bond line {line!r}; replace the file")
         bonds.append((a - 1, b - 1, order))
     rest = lines[4 + n_atoms + n_bonds :]
@@ -81,6 +109,8 @@ def _parse_record(lines: list[str], where: str) -> Molecule:
             saw_end = True
             properties_start = k + 1
             break
+        if line.startswith("M  RAD"):
+            raise CorruptDataError(f"{where}: line {line!r} marks radicals; {_UNREADABLE}")
         if line.startswith("M  CHG"):
             # "M  CHG" supersedes every atom-block charge of the molecule.
             if not charge_lines_seen:

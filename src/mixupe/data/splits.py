@@ -20,6 +20,8 @@ __all__ = [
     "GraphSplit",
     "Standardiser",
     "TensorSplit",
+    "encode_labels",
+    "make_graph_dataset",
     "stratified_indices",
     "stratified_subset",
     "train_val_test_indices",
@@ -289,6 +291,62 @@ def make_tensor_dataset(
         num_classes=num_classes,
         domain=domain,
         input_shape=tuple(int(d) for d in x.shape[1:]),
+        source=source,
+        info=extra,
+    )
+
+
+def encode_labels(raw: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Map label strings to 0..K-1; numeric labels sort numerically, others alphabetically.
+
+    Example:
+        >>> y, classes = encode_labels(["10", "9", "10"])
+        >>> y.tolist(), classes
+        ([1, 0, 1], ['9', '10'])
+    """
+    unique = set(raw)
+    try:
+        classes = sorted(unique, key=float)
+    except ValueError:
+        classes = sorted(unique)
+    index = {c: i for i, c in enumerate(classes)}
+    return np.fromiter((index[v] for v in raw), dtype=np.int64, count=len(raw)), classes
+
+
+def make_graph_dataset(
+    *,
+    name: str,
+    graphs: Sequence[Any],
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    source: str,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    subset: int | None,
+    info: dict[str, Any] | None = None,
+) -> Dataset:
+    """Stratified train/val/test splits of PyG graphs (each with a ``y`` label), drawn from ``seed``.
+
+    Graph features are used as they are (no standardisation).
+    """
+    labels = np.array([int(g.y.reshape(-1)[0]) for g in graphs], dtype=np.int64)
+    train_idx, val_idx, test_idx = train_val_test_indices(
+        labels, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+    )
+    assert test_idx is not None  # internal invariant: drawn since test_fraction is given
+    if subset is not None:
+        train_idx = train_idx[stratified_subset(labels[train_idx], subset, seed=seed)]
+    extra = dict(info or {})
+    extra["indices"] = {"train": train_idx, "val": val_idx, "test": test_idx}
+    return Dataset(
+        name=name,
+        train=GraphSplit([graphs[i] for i in train_idx]),
+        val=GraphSplit([graphs[i] for i in val_idx]),
+        test=GraphSplit([graphs[i] for i in test_idx]),
+        num_classes=num_classes,
+        domain="graphs",
+        input_shape=input_shape,
         source=source,
         info=extra,
     )

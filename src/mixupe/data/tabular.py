@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mixupe.data.sources import package_file
-from mixupe.data.splits import Dataset, make_tensor_dataset
+from mixupe.data.splits import Dataset, encode_labels, make_tensor_dataset
 from mixupe.errors import ConfigError, CorruptDataError, DataUnavailableError
 
 __all__ = ["KEEL_TABLES", "load_breast_cancer", "load_csv", "load_keel", "read_keel_table"]
@@ -29,17 +29,6 @@ KEEL_TABLES: dict[str, tuple[int, int, int]] = {
     "spambase": (4597, 57, 2),
     "optdigits": (5620, 64, 10),
 }
-
-
-def _encode_labels(raw: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Map label strings to 0..K-1; numeric labels sort numerically, others alphabetically."""
-    unique = set(raw)
-    try:
-        classes = sorted(unique, key=float)
-    except ValueError:
-        classes = sorted(unique)
-    index = {c: i for i, c in enumerate(classes)}
-    return np.fromiter((index[v] for v in raw), dtype=np.int64, count=len(raw)), classes
 
 
 def read_keel_table(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -73,7 +62,7 @@ def read_keel_table(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
         raise CorruptDataError(
             f"{str(path)!r} has a non-numeric feature value ({exc}); replace the file"
         ) from exc
-    y, classes = _encode_labels([row[-1] for row in rows])
+    y, classes = encode_labels([row[-1] for row in rows])
     return x, y, classes
 
 
@@ -190,7 +179,7 @@ def load_csv(
                     "values before loading"
                 ) from exc
         raw_labels.append(row[target].strip())
-    y, classes = _encode_labels(raw_labels)
+    y, classes = encode_labels(raw_labels)
     if len(classes) < 2:
         raise ConfigError(f"label column {label!r} of {str(path)!r} has a single class {classes}")
     return make_tensor_dataset(
