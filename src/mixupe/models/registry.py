@@ -15,6 +15,7 @@ from mixupe.models.gin import GIN
 from mixupe.models.mfcc_cnn import MFCCCNN
 from mixupe.models.mlp import MLP
 from mixupe.models.preact_resnet import PreActResNet18
+from mixupe.models.vgg import SmallVGG
 
 __all__ = ["build", "names"]
 
@@ -36,6 +37,11 @@ def _mlp(input_shape: tuple[int, ...], num_classes: int, **kw: Any) -> nn.Module
 def _small_cnn(input_shape: tuple[int, ...], num_classes: int, **kw: Any) -> nn.Module:
     c, h, w = _image_shape("small-cnn", input_shape)
     return SmallCNN(in_channels=c, num_classes=num_classes, image_size=(h, w), **kw)
+
+
+def _small_vgg(input_shape: tuple[int, ...], num_classes: int, **kw: Any) -> nn.Module:
+    c, h, w = _image_shape("small-vgg", input_shape)
+    return SmallVGG(in_channels=c, num_classes=num_classes, image_size=(h, w), **kw)
 
 
 def _preact(input_shape: tuple[int, ...], num_classes: int, **kw: Any) -> nn.Module:
@@ -60,6 +66,7 @@ def _gin(input_shape: tuple[int, ...], num_classes: int, **kw: Any) -> nn.Module
 _BUILDERS: dict[str, tuple[Callable[..., nn.Module], type[nn.Module]]] = {
     "mlp": (_mlp, MLP),
     "small-cnn": (_small_cnn, SmallCNN),
+    "small-vgg": (_small_vgg, SmallVGG),
     "preact-resnet18": (_preact, PreActResNet18),
     "mfcc-cnn": (_mfcc, MFCCCNN),
     "gin": (_gin, GIN),
@@ -72,7 +79,7 @@ def names() -> list[str]:
 
     Example:
         >>> names()
-        ['gin', 'mfcc-cnn', 'mlp', 'preact-resnet18', 'small-cnn']
+        ['gin', 'mfcc-cnn', 'mlp', 'preact-resnet18', 'small-cnn', 'small-vgg']
     """
     return sorted(_BUILDERS)
 
