@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from mixupe import functional
+from mixupe.collate import MixCollate
 from mixupe.errors import (
     ConfigError,
     CorruptDataError,
@@ -53,6 +54,7 @@ __all__ = [
     "FMix",
     "InputError",
     "ManifoldMixup",
+    "MixCollate",
     "Mixup",
     "MixupE",
     "MixupeError",

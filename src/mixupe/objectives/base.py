@@ -374,9 +374,14 @@ class Objective:
 class Mixer(Objective):
     """Base of the objectives that mix (Mixup, CutMix, ManifoldMixup, ...): alpha and lambda draws.
 
+    A subclass whose ``plan`` never reads the model and mixes at the input sets
+    ``model_free = True``; it then also works as a collate function (:mod:`mixupe.collate`).
+
     ``alpha=None`` is for mixers whose lambda is not a Beta(alpha, alpha) draw (ResizeMix);
     they override :meth:`mixupe_constant`.
     """
+
+    model_free: bool = False
 
     def __init__(self, *, alpha: float | None, per_sample: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)

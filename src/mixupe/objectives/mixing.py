@@ -103,6 +103,8 @@ class Mixup(Mixer):
         True
     """
 
+    model_free = True  # plan() ignores the model and mixes inputs: usable in MixCollate
+
     def __init__(
         self,
         *,
@@ -183,6 +185,8 @@ class CutMix(Mixer):
         >>> bool(torch.isclose(out.lam, 1 - out.mask.float().mean()))
         True
     """
+
+    model_free = True  # plan() ignores the model and mixes inputs: usable in MixCollate
 
     def __init__(
         self,
