@@ -1,0 +1,218 @@
+"""PyTorch Lightning integration: any mixupe objective as a ``LightningModule``'s training step.
+
+Needs the optional extra ``pytorch-lightning`` (``pip install "mixupe[lightning]"``).
+
+:class:`MixupModule` wraps a model and an objective (``ERM``, ``Mixup``, ``CutMix``,
+``ManifoldMixup`` or ``MixupE``):
+
+- ``training_step`` returns the objective's loss on the batch. Under DDP the whole objective
+  (mixed pass, MixupE's clean pass and its input-gradient pass) runs inside the one DDP forward
+  of ``training_step``, so the backward all-reduces the gradients exactly once.
+- The objective's stats (``loss``, ``lam``; for MixupE also ``mixup_loss``, ``regulariser``,
+  ``regulariser_ratio``, ``selected_fraction``, ...) are logged as ``train/NAME``, averaged per
+  epoch over steps and devices (no per-step synchronisation).
+- Validation and test steps evaluate the clean model: ``val/loss``, ``val/acc`` (and ``test/``).
+- MixupE versions 1 and 2 with input mixing need the data mean: at the start of training it is
+  fitted in one pass over the training loader (float64 sums over this device's shard,
+  all-reduced across devices, so every device holds the mean of the whole training stream), unless
+  the objective already has one (``set_data_mean``, or restored from a checkpoint). With a
+  shuffling loader this pass draws one epoch's order from the loader's generator.
+- Under DDP each device's objective generator is re-seeded from its initial seed and the device's
+  global rank, so devices draw different lambdas and pairings, reproducibly.
+- The objective's state (generator, MixupE's data mean and representation means) is saved in
+  Lightning checkpoints under ``"mixupe_objective"``, one entry per device, and restored on
+  resume (``Trainer.fit(..., ckpt_path=...)``).
+
+Example (not run as a doctest: it trains):
+
+.. code-block:: python
+
+    import pytorch_lightning as pl, torch, mixupe
+    from mixupe.lightning import MixupModule
+
+    net = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 26))
+    objective = mixupe.MixupE(version=1, eta=0.1, mixing=mixupe.Mixup(alpha=1.0, num_classes=26))
+    module = MixupModule(net, objective,
+                         optimizer=lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9))
+    pl.Trainer(max_epochs=10, accelerator="cpu", devices=2, strategy="ddp").fit(
+        module, train_loader, val_loader)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mixupe.errors import DataUnavailableError, InputError
+from mixupe.objectives import ManifoldMixup, MixupE, Objective
+
+try:
+    import pytorch_lightning as pl
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise DataUnavailableError(
+        "mixupe.lightning needs PyTorch Lightning; install it with "
+        "`pip install pytorch-lightning` (keep your torch: add --no-deps if it would replace it)"
+    ) from exc
+
+__all__ = ["CHECKPOINT_KEY", "MixupModule", "split_batch"]
+
+CHECKPOINT_KEY = "mixupe_objective"
+Optimizers = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def split_batch(batch: Any) -> tuple[Any, Tensor]:
+    """``(x, y)`` from a ``(x, y)`` pair, or from a PyG graph batch (``x = batch, y = batch.y``).
+
+    Example:
+        >>> x, y = split_batch((torch.zeros(2, 3), torch.tensor([0, 1])))
+        >>> tuple(x.shape), y.tolist()
+        ((2, 3), [0, 1])
+    """
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    if hasattr(batch, "num_graphs") and isinstance(getattr(batch, "y", None), Tensor):
+        return batch, batch.y
+    raise InputError(
+        f"a batch of type {type(batch).__name__} is not supported: yield (x, y) pairs, or PyG "
+        "graph batches with labels in .y"
+    )
+
+
+def _batch_size(y: Tensor) -> int:
+    return int(y.shape[0])
+
+
+class MixupModule(pl.LightningModule):
+    """A ``LightningModule`` whose training step is a mixupe objective; see the module docstring.
+
+    Args:
+        model: any ``nn.Module`` returning logits ``(B, K)``.
+        objective: a mixupe objective (``objective(model, x, y)`` returns its loss and stats).
+        optimizer: builds the optimiser from the model's parameters; default
+            ``torch.optim.AdamW(params, lr=1e-3)``.
+        reseed_per_rank: under DDP, re-seed each device's objective generator from its rank.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        *,
+        optimizer: Optimizers | None = None,
+        reseed_per_rank: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(objective, Objective):
+            raise InputError(
+                f"objective={objective!r} is not a mixupe objective: pass ERM(...), Mixup(...), "
+                "CutMix(...), ManifoldMixup(...) or MixupE(...)"
+            )
+        self.model = model
+        self.objective = objective
+        self.optimizer_factory = optimizer
+        self.reseed_per_rank = bool(reseed_per_rank)
+
+    # ----------------------------------------------------------------- steps
+    def forward(self, x: Any) -> Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = split_batch(batch)
+        out = self.objective(self.model, x, y)
+        stats = {f"train/{k}": v for k, v in out.stat_tensors.items()}
+        self.log_dict(stats, on_step=False, on_epoch=True, sync_dist=True,
+                      batch_size=_batch_size(y))
+        self.log("train_loss", out.loss.detach(), on_step=True, on_epoch=False, prog_bar=True,
+                 batch_size=_batch_size(y))
+        return out.loss
+
+    def _evaluate(self, batch: Any, prefix: str) -> None:
+        x, y = split_batch(batch)
+        logits = self.model(x).float()
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log_dict({f"{prefix}/loss": loss, f"{prefix}/acc": acc}, on_step=False,
+                      on_epoch=True, sync_dist=True, prog_bar=prefix == "val",
+                      batch_size=_batch_size(y))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = self.model.parameters()
+        if self.optimizer_factory is None:
+            return torch.optim.AdamW(params, lr=1e-3)
+        return self.optimizer_factory(params)
+
+    # ----------------------------------------------------------------- set-up hooks
+    def setup(self, stage: str) -> None:
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if self.reseed_per_rank and world > 1:
+            base = self.objective.generator.initial_seed()
+            rank = self.trainer.global_rank
+            self.objective.generator.manual_seed((base * 1_000_003 + rank + 1) % (1 << 63))
+
+    def needs_data_mean(self) -> bool:
+        """Whether the objective is MixupE v1/v2 mixing inputs without a data mean yet."""
+        objective = self.objective
+        return (
+            isinstance(objective, MixupE)
+            and objective.version in (1, 2)
+            and not isinstance(objective.mixing, ManifoldMixup)
+            and objective.data_mean is None
+        )
+
+    def on_train_start(self) -> None:
+        if not self.needs_data_mean():
+            return
+        total: Tensor | None = None
+        count = torch.zeros((), dtype=torch.float64)
+        for batch in self.trainer.train_dataloader:
+            x, _ = split_batch(batch)
+            if not isinstance(x, Tensor):
+                raise InputError(
+                    f"MixupE version {self.objective.version} needs tensor inputs to fit the "
+                    f"data mean, got {type(x).__name__}: mix at a layer with ManifoldMixup"
+                )
+            part = x.detach().to(torch.float64).sum(0)
+            total = part if total is None else total + part
+            count += x.shape[0]
+        if total is None:
+            raise InputError("the training loader is empty; the data mean needs samples")
+        strategy = self.trainer.strategy
+        total = strategy.reduce(total.to(self.device), reduce_op="sum")
+        count = strategy.reduce(count.to(self.device), reduce_op="sum")
+        self.objective.set_data_mean((total / count).cpu().unsqueeze(0))
+
+    # ----------------------------------------------------------------- checkpoints
+    def _objective_state(self) -> dict[str, Any]:
+        state_dict = getattr(self.objective, "state_dict", None)
+        if callable(state_dict):
+            return state_dict()
+        return {"generator": self.objective.generator.get_state()}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = self._objective_state()
+        states = [state]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            states = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(states, state)
+        checkpoint[CHECKPOINT_KEY] = {"ranks": states}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(CHECKPOINT_KEY)
+        if saved is None:
+            return
+        states = saved["ranks"]
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        state = states[rank] if rank < len(states) else states[0]
+        if hasattr(self.objective, "load_state_dict"):
+            self.objective.load_state_dict(state)
+        else:
+            self.objective.generator.set_state(state["generator"])
