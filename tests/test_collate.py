@@ -62,10 +62,11 @@ def test_loss_on_mixed_targets_equals_mixed_losses(per_sample, smoothing):
     x, y = batch(b=8)
     collate = mixupe.MixCollate(mixupe.Mixup(alpha=0.4, num_classes=K, per_sample=per_sample,
                                              label_smoothing=smoothing, seed=1))
-    lam = torch.rand(8) if per_sample else torch.tensor(0.3)
-    perm = torch.randperm(8, generator=torch.Generator().manual_seed(5))
-    x_mix, targets = collate.mix(x, y, lam=lam, perm=perm)
-    logits = torch.randn(8, K, dtype=torch.float64).float()
+    g = torch.Generator().manual_seed(5)
+    lam = torch.rand(8, generator=g) if per_sample else torch.tensor(0.3)
+    perm = torch.randperm(8, generator=g)
+    _, targets = collate.mix(x, y, lam=lam, perm=perm)
+    logits = torch.randn(8, K, generator=g)
     expected = mixed_losses(logits, y, lam, perm, label_smoothing=smoothing)
     # torch's cross-entropy with probability targets, each reduction
     assert torch.allclose(F.cross_entropy(logits, targets, reduction="none"), expected, atol=1e-5)
@@ -83,8 +84,8 @@ def test_loss_on_mixed_targets_equals_mixed_losses(per_sample, smoothing):
     bce = lambda t: F.binary_cross_entropy_with_logits(logits, t, reduction="none").sum(1)  # noqa: E731
     if smoothing == 0:
         lam_col = lam.reshape(-1) if lam.dim() else lam
-        assert torch.allclose(bce(targets), lam_col * bce(onehot) + (1 - lam_col) * bce(onehot[perm]),
-                              atol=1e-5)
+        mixed = lam_col * bce(onehot) + (1 - lam_col) * bce(onehot[perm])
+        assert torch.allclose(bce(targets), mixed, atol=1e-5)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
@@ -111,7 +112,7 @@ def test_cutmix_targets_weigh_the_pixels_each_sample_shows():
     onehot = torch.eye(K)[y]
     expected = own[:, None] * onehot + partner[:, None] * onehot[perm]
     assert torch.allclose(targets, expected, atol=1e-6)
-    logits = torch.randn(6, K)
+    logits = torch.randn(6, K, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(F.cross_entropy(logits, targets, reduction="none"),
                           mixed_losses(logits, y, own, perm), atol=1e-5)
 
@@ -125,7 +126,7 @@ def test_nonlinear_losses_differ_by_the_documented_terms():
     onehot = torch.eye(K)[y]
     _, targets = mixupe.MixCollate(mixupe.Mixup(num_classes=K)).mix(
         torch.zeros(4, 2), y, lam=lam, perm=perm)
-    logits = torch.randn(4, K, requires_grad=True)
+    logits = torch.randn(4, K, generator=torch.Generator().manual_seed(0), requires_grad=True)
 
     def brier(t):
         return (torch.softmax(logits, 1) - t).pow(2).sum(1)

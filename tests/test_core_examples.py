@@ -15,6 +15,13 @@ MODULES = [
     "mixupe.objectives.mixing",
     "mixupe.objectives.manifold",
     "mixupe.objectives.mixupe",
+    "mixupe.collate",
+    "mixupe.lightning",
+    "mixupe.data.splits",
+    "mixupe.data.graphs",
+    "mixupe.data.molecules",
+    "mixupe.data.speech_commands",
+    "mixupe.models.vgg",
 ]
 
 

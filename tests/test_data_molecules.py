@@ -41,7 +41,8 @@ HAND = {
 
 def aromatic_sdf(name, symbols, bonds, activity="active"):
     """A V2000 record with aromatic bonds (type 4), as some tools write them."""
-    lines = [name, "  hand", "", f"{len(symbols):3d}{len(bonds):3d}  0  0  0  0  0  0  0  0999 V2000"]
+    counts = f"{len(symbols):3d}{len(bonds):3d}  0  0  0  0  0  0  0  0999 V2000"
+    lines = [name, "  hand", "", counts]
     lines += [f"    0.0000    0.0000    0.0000 {s:<3} 0  0  0  0  0  0  0  0  0  0  0  0"
               for s in symbols]
     lines += [f"{a:3d}{b:3d}{t:3d}  0" for a, b, t in bonds]
@@ -59,8 +60,8 @@ PYRROLE_SDF = aromatic_sdf("pyrrole", ["C", "C", "C", "N", "C", "H"],
 def test_ogb_sizes_match_pyg_vocabularies():
     from torch_geometric.utils.smiles import e_map, x_map
 
-    assert OGB_ATOM_FEATURES == sum(len(v) for v in x_map.values())
-    assert OGB_BOND_FEATURES == sum(len(v) for v in e_map.values())
+    assert sum(len(v) for v in x_map.values()) == OGB_ATOM_FEATURES
+    assert sum(len(v) for v in e_map.values()) == OGB_BOND_FEATURES
 
 
 @pytest.mark.parametrize("smiles", sorted(HAND))
@@ -233,7 +234,8 @@ def test_molecule_file_errors(tmp_path):
     bad = write_csv(tmp_path / "bad.csv", [*SMILES_ROWS, ("C1CC", "safe")])
     with pytest.raises(CorruptDataError, match=r"line 14: SMILES 'C1CC'.*fix or remove"):
         D.load("molecule-file", root=bad)
-    with pytest.raises(ConfigError, match=r"smiles='SMILES' is not a column.*\['smiles', 'label'\]"):
+    with pytest.raises(ConfigError,
+                       match=r"smiles='SMILES' is not a column.*\['smiles', 'label'\]"):
         D.load("molecule-file", root=tmp_path / "bad.csv", smiles="SMILES")
     one = write_csv(tmp_path / "one.csv", [("CCO", "a"), ("CCN", "a")])
     with pytest.raises(ConfigError, match=r"single class \['a'\]"):

@@ -52,8 +52,8 @@ def trainer(**kw: Any) -> Any:
 @pytest.fixture(autouse=True)
 def _quiet():
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*(does not have many workers|"
-                                r"LeafSpec|smaller than the logging interval|no `val_dataloader`).*")
+        warnings.filterwarnings("ignore", message=r".*(does not have many workers|LeafSpec|"
+                                r"smaller than the logging interval|no `val_dataloader`).*")
         yield
 
 

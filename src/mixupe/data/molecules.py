@@ -133,7 +133,7 @@ def _kekule_molecule(mol: Any) -> Molecule:
     Chem.Kekulize(kekule, clearAromaticFlags=True)
     bonds = []
     for bond in kekule.GetBonds():
-        order = int(round(bond.GetBondTypeAsDouble()))
+        order = round(bond.GetBondTypeAsDouble())
         bonds.append((bond.GetBeginAtomIdx(), bond.GetEndAtomIdx(), order))
     atoms = list(kekule.GetAtoms())
     return Molecule(
@@ -150,8 +150,8 @@ def graph_of(mol: Any, label: int, *, features: str = "ogb") -> Any:
 
     Example:
         >>> g = graph_of(mol_from_smiles("Cn1ccnc1"), 1, features="basic")  # N-methylimidazole
-        >>> g.x[:, 19:24].argmax(1).tolist()   # hydrogens: CH3, ring N, CH, CH, ring N
-        [3, 0, 1, 1, 0]
+        >>> g.x[:, 19:24].argmax(1).tolist()   # hydrogens: CH3, N, CH, CH, N, CH
+        [3, 0, 1, 1, 0, 1]
     """
     check_feature_set(features)
     if features == "ogb":

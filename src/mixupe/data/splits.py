@@ -326,7 +326,7 @@ def make_graph_dataset(
     subset: int | None,
     info: dict[str, Any] | None = None,
 ) -> Dataset:
-    """Stratified train/val/test splits of PyG graphs (each with a ``y`` label), drawn from ``seed``.
+    """Stratified train/val/test splits of PyG graphs (each with a ``y`` label) drawn with ``seed``.
 
     Graph features are used as they are (no standardisation).
     """
