@@ -21,7 +21,7 @@ MODULES = [
     "mixupe.data.graphs",
     "mixupe.data.molecules",
     "mixupe.data.speech_commands",
-    "mixupe.models.vgg",
+    "mixupe.models.cnn",
 ]
 
 

@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import mixupe.data
 import mixupe.models
@@ -30,6 +28,7 @@ from mixupe.engine import TrainConfig, evaluate, train
 from mixupe.engine.checkpoint import load_checkpoint
 from mixupe.engine.distributed import setup
 from mixupe.engine.trainer import fit_data_mean, model_digest
+from spawned_ranks import free_port, spawn_ranks
 
 WORLD = 2
 SUBSET = 1000  # even: no padding, so each step's 2 x 64 samples are the single run's 128
@@ -39,12 +38,6 @@ ERM = {"dataset": "digits", "model": "mlp", "method": "erm", "epochs": 1, "lr": 
 MIXUPE = {"dataset": "digits", "model": "mlp", "method": "mixupe", "version": 1, "eta": 0.5,
           "epochs": 2, "lr": 0.05, "batch_size": 64,
           "model_options": {"hidden": (32,), "batch_norm": True, "dropout": 0.1}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, ports: tuple[int, int], root: str) -> None:
@@ -75,17 +68,7 @@ def _worker(rank: int, ports: tuple[int, int], root: str) -> None:
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
-    saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "RANK",
-                                             "WORLD_SIZE", "LOCAL_RANK")}
-    try:
-        mp.start_processes(_worker, args=((_free_port(), _free_port()), str(root)),
-                           nprocs=WORLD, join=True, start_method="spawn")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    spawn_ranks(_worker, ((free_port(), free_port()), str(root)), WORLD)
     return root
 
 

@@ -3,19 +3,17 @@ exactly, logged stats, and two gloo processes under strategy="ddp" against one p
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
 import mixupe
+from spawned_ranks import free_port, spawn_ranks
 
 pl = pytest.importorskip("pytorch_lightning")
 from mixupe.lightning import CHECKPOINT_KEY, MixupModule  # noqa: E402
@@ -158,12 +156,6 @@ def test_graph_batches_and_bad_batches():
 WORLD, STEPS, BATCH = 2, 2, 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, port: int, root: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank),
@@ -185,17 +177,7 @@ def _ddp_worker(rank: int, port: int, root: str) -> None:
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("lightning-ddp")
-    keys = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK")
-    saved = {k: os.environ.get(k) for k in keys}
-    try:
-        mp.start_processes(_ddp_worker, args=(_free_port(), str(root)), nprocs=WORLD,
-                           join=True, start_method="spawn")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    spawn_ranks(_ddp_worker, (free_port(), str(root)), WORLD)
     return root
 
 
@@ -238,4 +220,3 @@ def test_ddp_checkpoint_keeps_every_device_objective_state(ddp_run):
     assert len(saved) == WORLD
     assert torch.equal(saved[0]["data_mean"], saved[1]["data_mean"])
     assert not torch.equal(saved[0]["generator"], saved[1]["generator"])
-    json.dumps({"ok": True})

@@ -122,10 +122,11 @@ def test_small_vgg_stages_follow_the_vgg_pattern():
     assert [c.out_channels for c in convs] == [32, 64, 128, 128, 128, 128]  # (1, 1, 2, 2)
     assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
     pools = [m for m in net.modules() if isinstance(m, torch.nn.MaxPool2d)]
-    assert len(pools) == 4 and net.mix_layers == ("stage1", "stage2", "stage3", "stage4")
-    # 40 x 101 halves four times (floor): the last stage's map is 2 x 6.
-    assert net.stage4(net.stage3(net.stage2(net.stage1(torch.randn(1, 1, 40, 101))))).shape == (
+    assert len(pools) == 4 and net.mix_layers == ("block1", "block2", "block3", "block4")
+    # 40 x 101 halves four times (floor): the last block's map is 2 x 6.
+    assert net.block4(net.block3(net.block2(net.block1(torch.randn(1, 1, 40, 101))))).shape == (
         1, 128, 2, 6)
+    assert isinstance(net.dropout, torch.nn.Dropout) and net.dropout.p == 0.2
     with pytest.raises(ConfigError, match=r"convs=\(1,\) must give .* one per entry"):
         M.build("small-vgg", input_shape=(1, 8, 8), num_classes=3, channels=(4, 8), convs=(1,))
 

@@ -15,7 +15,6 @@ from mixupe.models.gin import GIN
 from mixupe.models.mfcc_cnn import MFCCCNN
 from mixupe.models.mlp import MLP
 from mixupe.models.preact_resnet import PreActResNet18
-from mixupe.models.vgg import SmallVGG
 
 __all__ = ["build", "names"]
 
@@ -39,9 +38,14 @@ def _small_cnn(input_shape: tuple[int, ...], num_classes: int, **kw: Any) -> nn.
     return SmallCNN(in_channels=c, num_classes=num_classes, image_size=(h, w), **kw)
 
 
+# VGG-11's pattern at a quarter width without its last stage; every default can be overridden.
+SMALL_VGG = {"channels": (32, 64, 128, 128), "convs": (1, 1, 2, 2), "dropout": 0.2}
+
+
 def _small_vgg(input_shape: tuple[int, ...], num_classes: int, **kw: Any) -> nn.Module:
     c, h, w = _image_shape("small-vgg", input_shape)
-    return SmallVGG(in_channels=c, num_classes=num_classes, image_size=(h, w), **kw)
+    return SmallCNN(in_channels=c, num_classes=num_classes, image_size=(h, w),
+                    **{**SMALL_VGG, **kw})
 
 
 def _preact(input_shape: tuple[int, ...], num_classes: int, **kw: Any) -> nn.Module:
@@ -66,7 +70,7 @@ def _gin(input_shape: tuple[int, ...], num_classes: int, **kw: Any) -> nn.Module
 _BUILDERS: dict[str, tuple[Callable[..., nn.Module], type[nn.Module]]] = {
     "mlp": (_mlp, MLP),
     "small-cnn": (_small_cnn, SmallCNN),
-    "small-vgg": (_small_vgg, SmallVGG),
+    "small-vgg": (_small_vgg, SmallCNN),
     "preact-resnet18": (_preact, PreActResNet18),
     "mfcc-cnn": (_mfcc, MFCCCNN),
     "gin": (_gin, GIN),
