@@ -48,7 +48,9 @@ def trainer(**kw: Any) -> Any:
 
 
 @pytest.fixture(autouse=True)
-def _quiet():
+def _quiet(tmp_path, monkeypatch):
+    # Lightning writes checkpoints and logs under the working directory by default.
+    monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*(does not have many workers|LeafSpec|"
                                 r"smaller than the logging interval|no `val_dataloader`).*")
