@@ -13,9 +13,10 @@ import torch
 
 import mixupe.data
 import mixupe.models
+from mixupe.atomic import atomic_write
 from mixupe.engine import TrainConfig, evaluate, train
 from mixupe.engine import trainer as trainer_module
-from mixupe.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from mixupe.engine.checkpoint import load_checkpoint, save_checkpoint
 from mixupe.engine.distributed import setup
 from mixupe.engine.metrics import accuracy, brier, ece, fgsm_accuracy, nll
 from mixupe.engine.trainer import fit_data_mean
@@ -341,10 +342,10 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
+@pytest.mark.needs("torch_geometric")
 def test_graph_run_resumes_exactly(tmp_path: Path) -> None:
     # MixupE version 1 on graphs mixes at the pooled embedding and keeps a running mean of
     # the embeddings (objective state that the checkpoint must carry)
-    pytest.importorskip("torch_geometric")
     cfg = TrainConfig(dataset="solubility", model="gin", method="mixupe", version=1, eta=0.5,
                       epochs=2, batch_size=64, lr=0.01, data_options={"subset": 192},
                       model_options={"hidden": 16})

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mixupe.atomic import atomic_write
 from mixupe.bench.selection import PROTOCOL
 from mixupe.bench.summary import ADHOC, BEST, Paired, SuiteSummary, summarize
 from mixupe.errors import ConfigError
@@ -430,8 +431,5 @@ def write_report(runs_root: str | Path = "runs", *, suite: str | None = None,
     doc_path = None
     if document is not None:
         doc_path = Path(document)
-        doc_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = doc_path.with_name(doc_path.name + ".tmp")
-        tmp.write_text(_document(pre_text, text, out_dir, doc_path), encoding="utf-8")
-        os.replace(tmp, doc_path)
+        atomic_write(doc_path, _document(pre_text, text, out_dir, doc_path))
     return ReportFiles(markdown=md, plots=written, text=text, document=doc_path)

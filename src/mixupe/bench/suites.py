@@ -46,7 +46,6 @@ import dataclasses
 import itertools
 import json
 import math
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mixupe.atomic import atomic_write
 from mixupe.engine.config import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -503,11 +503,8 @@ def manifest_path(runs_root: str | Path, suite_name: str) -> Path:
 def write_manifest(runs_root: str | Path, record: Mapping[str, Any]) -> Path:
     """Write a suite manifest atomically and return its path."""
     path = manifest_path(runs_root, str(record["suite"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A per-process temp name: two workers may run pieces of one suite at once.
-    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    # A unique temp name per write: two workers may run pieces of one suite at once.
+    atomic_write(path, json.dumps(record, indent=1))
     return path
 
 

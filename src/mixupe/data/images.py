@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixupe.atomic import atomic_write
 from mixupe.data.sources import package_file
 from mixupe.data.splits import Dataset, make_tensor_dataset
 from mixupe.errors import ConfigError, CorruptDataError, DataUnavailableError
@@ -100,15 +101,14 @@ def _download_fashion_mnist(folder: Path) -> None:
             continue
         url = FASHION_MNIST_URL + stem + ".gz"
         logger.info("downloading %s", url)
-        partial = target.with_suffix(".gz.part")
         try:
             with urllib.request.urlopen(url, timeout=60) as response:
-                partial.write_bytes(response.read())
+                content = response.read()
         except OSError as exc:
             raise DataUnavailableError(
                 f"download of {url} failed ({exc}); {FASHION_MNIST_INSTALL}"
             ) from exc
-        partial.replace(target)
+        atomic_write(target, content)
 
 
 def load_fashion_mnist(
@@ -278,6 +278,13 @@ def _read_class_tree(
             labels.append(label)
     if not images:
         raise DataUnavailableError(f"no image files found under {str(folder)!r}")
+    with_images = sorted({classes[i] for i in labels})
+    if len(with_images) < 2:
+        raise ConfigError(
+            f"{str(folder)!r} holds images of a single class {with_images}; classification "
+            "needs at least two: put each class's images in its own sub-folder, "
+            "root/<class>/<image>"
+        )
     x = np.stack(images)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
     return x, np.asarray(labels, dtype=np.int64), classes

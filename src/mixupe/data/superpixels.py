@@ -6,9 +6,9 @@ two nodes are joined when their superpixels touch (4-neighbourhood), in both dir
 Node features are standardised with statistics of the training graphs' nodes.
 
 The cache is one ``.npz`` file (no pickle) plus a JSON manifest, both named by a hash of the
-build parameters and of the source files' sizes. The manifest, written last, records the
-parameters, the byte size and the SHA-256 of the ``.npz``; a cache whose manifest is missing,
-disagrees or does not match the file is rebuilt (with a warning), never used.
+build parameters and of the source files' content (SHA-256). The manifest, written last,
+records the parameters, the byte size and the SHA-256 of the ``.npz``; a cache whose manifest
+is missing, disagrees or does not match the file is rebuilt (with a warning), never used.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixupe.atomic import atomic_write
 from mixupe.data.images import (
     FASHION_MNIST_DIR,
     FASHION_MNIST_FILES,
@@ -145,7 +145,9 @@ def _cache_params(
         "n_segments": n_segments,
         "compactness": compactness,
         "limit": limit,
-        "sources": {k: [str(p.resolve()), p.stat().st_size] for k, p in sorted(sources.items())},
+        # Keyed on the files' content: a replaced file of the same size gets its own cache,
+        # and a moved or copied one reuses it.
+        "sources": {k: _sha256(p) for k, p in sorted(sources.items())},
     }
 
 
@@ -175,17 +177,6 @@ def _valid_cache(data_path: Path, manifest_path: Path, params: dict[str, Any]) -
         logger.warning("superpixel cache %s does not match its manifest; rebuilding", data_path)
         return False
     return True
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_limit(limit: int | None) -> None:
@@ -227,13 +218,9 @@ def prepare(
         arrays.update({f"{split}_{k}": v for k, v in built.items()})
         arrays[f"{split}_y"] = labels
 
-    def write_arrays(tmp: Path) -> None:
-        with tmp.open("wb") as handle:
-            np.savez(handle, **arrays)
-
-    _atomic_write(data_path, write_arrays)
+    atomic_write(data_path, lambda f: np.savez(f, **arrays))
     manifest = {"params": params, "bytes": data_path.stat().st_size, "sha256": _sha256(data_path)}
-    _atomic_write(manifest_path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
+    atomic_write(manifest_path, json.dumps(manifest, indent=1))
     return data_path
 
 
