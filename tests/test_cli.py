@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,3 +162,98 @@ def test_python_dash_m_entry_point():
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0
     assert "--dry-run" in done.stdout and "resum" in done.stdout
+
+
+def test_data_commands_take_root_and_seed_as_options_too(capsys, tmp_path: Path):
+    import mixupe.data as D
+
+    path = tmp_path / "table.csv"
+    rows = [f"{i},{(i * 7) % 5},{'ab'[i % 2]}" for i in range(40)]
+    path.write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    expected = D.load("csv", root=path, label="label", seed=3, test_fraction=0.3)
+    sizes = f"{len(expected.train)} / {len(expected.val)} / {len(expected.test)}"
+    for argv in (["--option", f"root={path}", "--option", "seed=3"],
+                 ["--root", str(path), "--seed", "3"],
+                 ["--root", str(path), "--option", f"root={path}", "--option", "seed=3"]):
+        code, out, err = run_cli(capsys, "data", "describe", "csv", "--load", *argv,
+                                 "--option", "label=label", "--option", "test_fraction=0.3")
+        assert code == 0, err
+        assert f"train/val/test: {sizes}" in out
+    code, _, err = run_cli(capsys, "data", "describe", "csv", "--load", "--root", "a.csv",
+                           "--option", f"root={path}", "--option", "label=label")
+    assert code == 2 and "--root a.csv and --option root=" in err and "Traceback" not in err
+
+
+def test_interrupted_train_prints_a_command_that_continues_the_run(capsys, monkeypatch,
+                                                                  tmp_path: Path):
+    from mixupe.engine import trainer
+
+    real = trainer._train_epoch
+
+    def interrupted_in_epoch_2(cfg, parts, ctx, *, epoch, step, bar):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(cfg, parts, ctx, epoch=epoch, step=step, bar=bar)
+
+    argv = ["train", "--dataset", "digits", "--epochs", "3", "--batch-size", "256",
+            "--model-options", "hidden=[16]", "--runs-root", str(tmp_path), "--no-progress",
+            "--overwrite"]
+    monkeypatch.setattr(trainer, "_train_epoch", interrupted_in_epoch_2)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 130
+    command = err.split("continue with: ", 1)[1].strip()
+    words = shlex.split(command)
+    assert words[0] == "mixupe" and "--resume" in words and "--overwrite" not in words
+    trained: list[int] = []
+
+    def recorded(cfg, parts, ctx, *, epoch, step, bar):
+        trained.append(epoch)
+        return real(cfg, parts, ctx, epoch=epoch, step=step, bar=bar)
+
+    monkeypatch.setattr(trainer, "_train_epoch", recorded)
+    code, out, err = run_cli(capsys, *words[1:])
+    assert code == 0, err
+    assert trained == [2, 3]  # resumed after epoch 1, not started again
+    run_dir = Path(out.split("run: ", 1)[1].split()[0])
+    assert (run_dir / "result.json").is_file()
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").open()]
+    assert epochs == [1, 2, 3]
+
+
+MaybeFloat = float | None  # an alias: the annotation string is "MaybeFloat"
+
+
+def test_option_types_come_from_the_type_hints(monkeypatch):
+    import mixupe.engine.config as config_module
+
+    @dataclasses.dataclass(frozen=True)
+    class Fields:
+        # Spellings other than TrainConfig's own, which string matching would miss.
+        cutoff: MaybeFloat = 1.0
+        rounds: int = 3
+        loud: bool = False
+        parts: tuple[str, ...] | None = None
+        steps: tuple[int, ...] = ()
+        extra: tuple[tuple[str, Any], ...] = ()
+        span: tuple[float, float] | None = None
+
+    monkeypatch.setattr(config_module, "TrainConfig", Fields)
+    parse = build_parser().parse_args
+    args = parse(["train", "--cutoff", "none", "--rounds", "4", "--loud", "--parts", "a,b",
+                  "--steps", "2,5", "--extra", "k=1", "--extra", "j=x"])
+    assert (args.cutoff, args.rounds, args.loud) == (None, 4, True)
+    assert (args.parts, args.steps, args.extra) == (("a", "b"), (2, 5), [("k", 1), ("j", "x")])
+    assert parse(["train", "--cutoff", "0.5", "--parts", "none"]).cutoff == 0.5
+    assert parse(["train", "--parts", "none"]).parts is None
+    assert parse(["train", "--span", "0.2,0.8"]).span == (0.2, 0.8)
+    assert parse(["train", "--span", "none"]).span is None
+    with pytest.raises(SystemExit):  # a pair needs exactly two values
+        parse(["train", "--span", "0.2"])
+
+    @dataclasses.dataclass(frozen=True)
+    class Unsupported:
+        weights: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    monkeypatch.setattr(config_module, "TrainConfig", Unsupported)
+    with pytest.raises(TypeError, match=r"no command-line parser for TrainConfig.weights"):
+        build_parser()

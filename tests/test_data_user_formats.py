@@ -136,3 +136,18 @@ def test_csv_errors(tmp_path):
         D.load("csv", root=path, label="y")
     with pytest.raises(DataUnavailableError, match=r"not found; check root="):
         D.load("csv", root=tmp_path / "missing.csv", label="y")
+
+
+def test_one_class_image_folder_is_refused_at_load_time(tmp_path):
+    image_mod = pytest.importorskip("PIL.Image")
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "dog").mkdir()  # a class folder without images does not count
+    for k in range(4):
+        image_mod.fromarray(np.full((4, 4), k, np.uint8)).save(tmp_path / "cat" / f"{k}.png")
+    with pytest.raises(ConfigError, match=r"single class \['cat'\].*root/<class>/<image>"):
+        D.load("image-folder", root=tmp_path, mode="L")
+    # The same tree under train/ is refused the same way.
+    (tmp_path / "train").mkdir()
+    (tmp_path / "cat").rename(tmp_path / "train" / "cat")
+    with pytest.raises(ConfigError, match=r"single class \['cat'\]"):
+        D.load("image-folder", root=tmp_path, mode="L")

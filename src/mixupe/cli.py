@@ -15,9 +15,12 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import sys
 import traceback
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,35 +129,54 @@ def _key_values(text: str) -> tuple[str, list[Any]]:
     return key.strip(), [_parse_value(v.strip()) for v in values.split(",") if v.strip()]
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() == "none" else float(text)
+def _none_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` for an optional field: the word ``none`` gives None."""
+
+    def parse_optional(text: str) -> Any:
+        return None if text.lower() == "none" else parse(text)
+
+    parse_optional.__name__ = getattr(parse, "__name__", "value")  # argparse's error message
+    return parse_optional
 
 
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() == "none" else int(text)
+def _tuple_of(element: type, length: int | None) -> Callable[[str], tuple[Any, ...]]:
+    """A parser of comma-separated values of ``element``: ``length`` of them, or any number."""
+    shown = ",".join([element.__name__.upper()] * (length or 2)) + ("" if length else "...")
+    example = ",".join(({int: ["2", "4"], float: ["0.2", "0.8"]}.get(element, ["a", "b"]) * 4)
+                       [: length or 2])
+
+    def parse_tuple(text: str) -> tuple[Any, ...]:
+        try:
+            values = tuple(element(s.strip()) for s in text.split(",") if s.strip())
+        except ValueError:
+            values = None
+        if values is None or (length is not None and len(values) != length):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {shown}; write e.g. {example}")
+        return values
+
+    parse_tuple.__name__ = f"{element.__name__} tuple"
+    return parse_tuple
 
 
-def _str_tuple(text: str) -> tuple[str, ...] | None:
-    return None if text.lower() == "none" else tuple(s.strip() for s in text.split(",") if s)
-
-
-def _float_pair(text: str) -> tuple[float, ...] | None:
-    if text.lower() == "none":
-        return None
-    try:
-        return tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not LO,HI; write e.g. 0.2,0.8") from None
-
-
-def _int_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(s) for s in text.split(",") if s.strip())
+def _field_kind(hint: Any) -> tuple[Any, bool]:
+    """The type of a field and whether it may be None: ``float | None`` -> (float, True)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0], True
+    return hint, False
 
 
 def _add_field_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--field`` option per TrainConfig field; unset options do not override anything."""
+    """One ``--field`` option per TrainConfig field; unset options do not override anything.
+
+    The option's parser follows the field's type (``typing.get_type_hints``), so a new field
+    of a known type needs no code here, and one of an unknown type fails loudly.
+    """
     from mixupe.engine.config import TrainConfig
 
+    hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         names = [f"--{f.name.replace('_', '-')}"]
         if "_" in f.name:
@@ -162,28 +184,31 @@ def _add_field_options(parser: argparse.ArgumentParser) -> None:
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"{FIELD_HELP.get(f.name, 'TrainConfig.' + f.name)} (default: {default!r})"
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-        annotation = str(f.type)
-        if annotation == "bool":
+        kind, optional = _field_kind(hints[f.name])
+        element = typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else None
+        none = "|none" if optional else ""
+        if kind is bool and not optional:
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
-        elif f.name in OPTION_FIELDS:
+            continue
+        if typing.get_origin(element) is tuple and not optional:  # (key, value) pairs
             parser.add_argument(*names, action="append", type=_key_value, metavar="KEY=VALUE",
                                 **kw)
-        elif f.name == "mix_layers":
-            parser.add_argument(*names, type=_str_tuple, metavar="NAME[,NAME]", **kw)
-        elif f.name == "milestones":
-            parser.add_argument(*names, type=_int_tuple, metavar="E1[,E2]", **kw)
-        elif f.name == "cutmix_minmax":
-            parser.add_argument(*names, type=_float_pair, metavar="LO,HI|none", **kw)
-        elif annotation == "float | None":
-            parser.add_argument(*names, type=_optional_float, metavar="FLOAT|none", **kw)
-        elif annotation == "int | None":
-            parser.add_argument(*names, type=_optional_int, metavar="INT|none", **kw)
-        elif annotation == "int":
-            parser.add_argument(*names, type=int, metavar="INT", **kw)
-        elif annotation == "float":
-            parser.add_argument(*names, type=float, metavar="FLOAT", **kw)
-        else:
-            parser.add_argument(*names, metavar=f.name.upper(), **kw)
+            continue
+        parse, metavar = {
+            int: (int, "INT"), float: (float, "FLOAT"), str: (str, f.name.upper()),
+        }.get(kind, (None, ""))
+        if element in (str, int, float):  # tuple[X, ...] or a fixed tuple[X, X]
+            args = typing.get_args(kind)
+            length = None if args[-1] is Ellipsis else len(args)
+            if all(a is element for a in args if a is not Ellipsis):
+                parse = _tuple_of(element, length)
+                word = "NAME" if element is str else element.__name__.upper()
+                metavar = ",".join([word] * (length or 1)) + ("" if length else "[,...]")
+        if parse is None:
+            raise TypeError(f"no command-line parser for TrainConfig.{f.name} of type "
+                            f"{hints[f.name]}; add one to mixupe.cli._add_field_options")
+        parser.add_argument(*names, type=_none_or(parse) if optional else parse,
+                            metavar=metavar + none, **kw)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -298,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name", metavar="NAME", help="dataset name (see `mixupe data list`)")
         p.add_argument("--root", type=Path, help="folder with the data files (default: the "
                                                  "packaged copy)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
+        p.add_argument("--seed", type=int, help="seed of the train/val/test split (default: 0)")
         p.add_argument("--option", dest="options", action="append", type=_key_value, default=[],
                        metavar="KEY=VALUE", help="loader option (repeatable), e.g. subset=5000")
         if action == "describe":
@@ -453,6 +478,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _one_value(flag: str, given: Any, option: Any) -> Any:
+    """The value of ``flag``, given as the flag or as ``--option NAME=``, not both differently."""
+    if given is not None and option is not None and str(given) != str(option):
+        raise CliError(f"{flag} {given} and --option {flag[2:]}={option} disagree; pass the "
+                       f"value once, as {flag}")
+    return given if given is not None else option
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     import mixupe.data as data
 
@@ -466,16 +499,20 @@ def _cmd_data(args: argparse.Namespace) -> int:
         return EXIT_OK
     info = data.describe(args.name)  # ConfigError naming the choices for an unknown name
     options = dict(args.options)
+    # root and seed are loader options too: --option root=X means --root X.
+    root = _one_value("--root", args.root, options.pop("root", None))
+    seed = _one_value("--seed", args.seed, options.pop("seed", None))
     if args.data_command == "prepare":
-        cache = data.prepare(args.name, root=args.root, **options)
+        # The same options (cache_dir= included) reach the load below, which then finds the
+        # cache just built instead of building another one.
+        cache = data.prepare(args.name, root=root, **options)
         if cache is not None:
             _out(f"cache: {cache}")
-            options = {k: v for k, v in options.items() if k != "cache_dir"}
     if args.data_command == "describe" and not args.load:
         _out("\n".join(f"{key + ':':13s} {value}" for key, value in info.items()))
         _out("(pass --load to load it and show the split sizes)")
         return EXIT_OK
-    ds = data.load(args.name, root=args.root, seed=args.seed, **options)
+    ds = data.load(args.name, root=root, seed=0 if seed is None else seed, **options)
     lines = [
         f"name:          {ds.name}",
         f"domain:        {ds.domain}",
@@ -491,12 +528,29 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _continue_hint(command: str, argv: list[str]) -> str:
+    """How to continue after an interrupt: ``bench`` resumes by itself, ``train`` needs
+    ``--resume`` (and must lose ``--overwrite``, which would wipe what was trained)."""
+    if command == "bench":
+        return "rerun the same command to continue"
+    if command != "train":
+        return "rerun the command"
+    rerun = [a for a in argv if a != "--overwrite"]
+    if "--resume" not in rerun:
+        rerun.append("--resume")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return ("continue with the same torchrun command, ending in: "
+                f"-m mixupe {shlex.join(rerun)}")
+    return f"continue with: mixupe {shlex.join(rerun)}"
+
+
 COMMANDS = {"train": _cmd_train, "bench": _cmd_bench, "report": _cmd_report, "data": _cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mixupe`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
@@ -528,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OTHER
     except KeyboardInterrupt:
-        _err(f"mixupe {args.command}: interrupted; rerun the same command to continue")
+        _err(f"mixupe {args.command}: interrupted; {_continue_hint(args.command, argv)}")
         return 130
     except Exception:  # a bug: keep the traceback, it is what a bug report needs
         traceback.print_exc()

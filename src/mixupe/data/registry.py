@@ -150,6 +150,16 @@ def _options(loader: Callable[..., Dataset]) -> set[str]:
     return {p for p in inspect.signature(loader).parameters if p not in bound}
 
 
+def _check_options(name: str, entry: _Entry, options: dict[str, Any]) -> None:
+    accepted = _options(entry.loader)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ConfigError(
+            f"dataset {name!r} does not take option(s) {unknown}; it accepts "
+            f"{sorted(accepted - {'root', 'seed'})}"
+        )
+
+
 def load(
     name: str, *, root: str | os.PathLike[str] | None = None, seed: int = 0, **options: Any
 ) -> Dataset:
@@ -164,21 +174,27 @@ def load(
         (10, (1, 8, 8), 1797)
     """
     entry = _entry(name)
-    accepted = _options(entry.loader)
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise ConfigError(
-            f"dataset {name!r} does not take option(s) {unknown}; it accepts "
-            f"{sorted(accepted - {'root', 'seed'})}"
-        )
+    _check_options(name, entry, options)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed={seed!r} must be an integer")
     return entry.loader(root=root, seed=seed, **options)
 
 
 def prepare(name: str, root: str | os.PathLike[str] | None = None, **options: Any) -> Path | None:
-    """Build a dataset's on-disk cache if it has one (superpixels); return its path or None."""
-    _entry(name)
+    """Build a dataset's on-disk cache if it has one (superpixels); return its path or None.
+
+    ``options`` are those of :func:`load`; the ones that shape the cache (for superpixels:
+    ``cache_dir``, ``n_segments``, ``compactness``, ``limit``) are used, so the same options
+    passed to :func:`load` afterwards find the cache built here.
+
+    Example:
+        >>> prepare("digits", subset=100) is None  # no cache to build
+        True
+    """
+    entry = _entry(name)
+    _check_options(name, entry, options)
     if name == "fashion-mnist-superpixels":
-        return superpixels.prepare(root=root, **options)
+        shaping = inspect.signature(superpixels.prepare).parameters
+        return superpixels.prepare(
+            root=root, **{k: v for k, v in options.items() if k in shaping})
     return None

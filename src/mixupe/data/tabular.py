@@ -181,7 +181,10 @@ def load_csv(
         raw_labels.append(row[target].strip())
     y, classes = encode_labels(raw_labels)
     if len(classes) < 2:
-        raise ConfigError(f"label column {label!r} of {str(path)!r} has a single class {classes}")
+        raise ConfigError(
+            f"label column {label!r} of {str(path)!r} has a single class {classes}; "
+            "classification needs at least two: check that label= names the class column"
+        )
     return make_tensor_dataset(
         name="csv", x=x, y=y, official_test=None, num_classes=len(classes), domain="tabular",
         source=str(path), seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
