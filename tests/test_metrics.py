@@ -140,8 +140,8 @@ def test_fgsm_at_most_clean_accuracy_and_equal_at_zero() -> None:
     assert fgsm_accuracy(model, x, y, 0.5) < clean
 
 
+@pytest.mark.needs("torch_geometric")
 def test_fgsm_perturbs_graph_node_features() -> None:
-    pyg = pytest.importorskip("torch_geometric")
     from torch_geometric.data import Batch, Data
     from torch_geometric.nn import global_mean_pool
 
@@ -153,7 +153,6 @@ def test_fgsm_perturbs_graph_node_features() -> None:
         def forward(self, b: Batch) -> torch.Tensor:
             return self.lin(global_mean_pool(b.x, b.batch))
 
-    del pyg
     g = torch.Generator().manual_seed(5)
     graphs = [Data(x=torch.randn(n, 5, generator=g, dtype=torch.float64),
                    edge_index=torch.zeros(2, 0, dtype=torch.long)) for n in (3, 4, 2)]

@@ -7,15 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import mixupe
 import mixupe.data as D
 import mixupe.models as M
-
-mixupe = pytest.importorskip("mixupe")
-if not hasattr(mixupe, "MixupE"):
-    pytest.skip("the objectives have not landed", allow_module_level=True)
-pytest.importorskip("torch_geometric")
-
-from mixupe.errors import ConfigError  # noqa: E402
+from mixupe.errors import ConfigError
 
 CASES = {
     "mlp": ("letter", {"hidden": (64, 64), "batch_norm": True, "dropout": 0.1}),
@@ -113,11 +108,13 @@ def test_tensor_models_run_every_objective(model_name, kind):
     run_and_train(model_name, kind)
 
 
+@pytest.mark.needs("torch_geometric")
 @pytest.mark.parametrize("kind", GRAPH_OBJECTIVES)
 def test_gin_runs_every_graph_objective(kind):
     run_and_train("gin", kind)
 
 
+@pytest.mark.needs("torch_geometric")
 def test_graph_batches_refuse_input_space_mixing():
     ds, net, x, y = model_and_batch("gin")
     k = ds.num_classes
