@@ -12,7 +12,7 @@ wall time); with ``--threads 1`` it is the step's compute time. The objectives r
 training engine runs them (``validate=False``, ``check_finite=False``: no host
 synchronisation in the step).
 
-The reference is what a user would write from the table in METHOD.md for version 3:
+The reference is what a user would write from the table in docs/METHOD.md for version 3:
 separate forward passes, one-hot labels with ``scatter_``, lambda from a numpy Beta draw and
 the selected samples picked by index with ``nonzero``.
 
@@ -82,7 +82,7 @@ def reference_v3_loss(
     eta: float = ETA,
     threshold: float = THRESHOLD,
 ) -> Tensor:
-    """MixupE version 3 written straight from METHOD.md's table (released sign, rescaled).
+    """MixupE version 3 written straight from docs/METHOD.md's table (released sign, rescaled).
 
     Example:
         >>> net = torch.nn.Linear(3, 4)

@@ -1,4 +1,4 @@
-"""MixupE versions 1-4 against a plain reference written from METHOD.md's table (float64)."""
+"""MixupE versions 1-4 against a plain reference written from docs/METHOD.md's table (float64)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def ce(row: torch.Tensor, label: int) -> torch.Tensor:
 
 def reference(net, x, y, *, version, eta, threshold, rescale, fast_sign, xbar, lam=LAM,
               perm=PERM):
-    """METHOD.md's table, one sample at a time; the Jacobian from autograd.functional."""
+    """docs/METHOD.md's table, one sample at a time; the Jacobian from autograd.functional."""
     b = x.shape[0]
     onehot = torch.eye(K, dtype=torch.float64)[y]
     x_mix = torch.stack([lam * x[i] + (1 - lam) * x[int(perm[i])] for i in range(b)])

@@ -1,6 +1,6 @@
 """The step-time benchmark: its plain version-3 reference, statistics, memory probe and cells.
 
-The reference is checked against a per-sample loop written from METHOD.md, and MixupE
+The reference is checked against a per-sample loop written from docs/METHOD.md, and MixupE
 version 3 against the reference (loss and gradients, float64), so the benchmark compares
 two implementations of the same step.
 """
@@ -60,7 +60,7 @@ PERM = torch.tensor([3, 0, 6, 1, 7, 2, 5, 4])
 
 def _loop_v3(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lam: float, eta: float,
              threshold: float, alpha: float) -> torch.Tensor:
-    """Version 3 from METHOD.md with one sample at a time (eval-free nets only)."""
+    """Version 3 from docs/METHOD.md with one sample at a time (eval-free nets only)."""
     c = alpha / (2 * alpha + 1)
     mix_terms, reg_terms = [], []
     for i in range(B):

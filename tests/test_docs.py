@@ -1,0 +1,176 @@
+"""The README's code blocks work, and the repository's docs stand alone.
+
+README rule (also stated in the README's contributing notes): every fenced ```python block
+is executed, in order, each after the blocks before it (they share one namespace, as a
+reader's session would). A block that takes too long for the test suite (training, a
+benchmark) is skipped only when the line just above its opening fence is the marker
+
+    <!-- readme-test: skip (REASON) -->
+
+and the test reports it as skipped with that reason. Every ```bash block must pass
+``bash -n``; in it, every ``mixupe`` command (also ``python -m mixupe`` and
+``torchrun ... -m mixupe``) must name a command whose ``--help`` works and, unless it holds a
+placeholder (``...`` or ``$VAR``), must parse with the real argument parser; every
+``make TARGET`` must name a target of the Makefile. Bash blocks are never executed.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mixupe.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+SKIP_MARKER = re.compile(r"<!--\s*readme-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->")
+FENCE = re.compile(r"^```(?P<lang>\w*)\s*$")
+
+
+def readme_blocks() -> list[tuple[str, int, str, str | None]]:
+    """(language, first line number, code, skip reason or None) of every fenced block."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    blocks, i = [], 0
+    while i < len(lines):
+        opening = FENCE.match(lines[i])
+        if opening is None or not opening["lang"]:
+            i += 1
+            continue
+        marker = SKIP_MARKER.search(lines[i - 1]) if i else None
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+        code = "\n".join(lines[i + 1 : end]) + "\n"
+        blocks.append((opening["lang"], i + 2, code, marker["reason"] if marker else None))
+        i = end + 1
+    return blocks
+
+
+BLOCKS = readme_blocks()
+PYTHON = [(line, code, skip) for lang, line, code, skip in BLOCKS if lang == "python"]
+BASH = [(line, code) for lang, line, code, _ in BLOCKS if lang == "bash"]
+
+
+def test_readme_has_blocks_of_both_kinds():
+    assert len(PYTHON) >= 2 and len(BASH) >= 4
+    assert {lang for lang, *_ in BLOCKS} <= {"python", "bash"}, "a block of another language"
+
+
+@pytest.mark.parametrize(("line", "code", "skip"), PYTHON, ids=[f"line{b[0]}" for b in PYTHON])
+def test_readme_python_block_runs(line, code, skip, tmp_path, monkeypatch, capsys):
+    if skip:
+        pytest.skip(f"README.md line {line}: {skip}")
+    monkeypatch.chdir(tmp_path)  # anything a block writes stays out of the checkout
+    namespace: dict[str, object] = {"__name__": "__readme__"}
+    for earlier_line, earlier, earlier_skip in PYTHON:
+        if earlier_line >= line:
+            break
+        if not earlier_skip:
+            exec(compile(earlier, f"README.md:{earlier_line}", "exec"), namespace)
+    exec(compile(code, f"README.md:{line}", "exec"), namespace)
+
+
+def command_lines(code: str) -> list[list[str]]:
+    """The words of each command of a bash block (continued lines joined, comments cut)."""
+    return [shlex.split(line, comments=True) for line in code.replace("\\\n", " ").splitlines()]
+
+
+def mixupe_commands(code: str) -> list[list[str]]:
+    """The argument lists given to ``mixupe`` in a bash block, one per command."""
+    commands = []
+    for words in command_lines(code):
+        for k, word in enumerate(words):
+            direct = Path(word).name == "mixupe" and (k == 0 or words[k - 1] != "-m")
+            module = word == "-m" and k + 1 < len(words) and words[k + 1] == "mixupe"
+            if direct or module:
+                commands.append(words[k + (2 if module else 1) :])
+                break
+    return commands
+
+
+def make_targets(code: str) -> list[str]:
+    targets = []
+    for words in command_lines(code):
+        if words[:1] == ["make"]:
+            targets += words[1:]
+    return targets
+
+
+def subcommand(argv: list[str]) -> list[str]:
+    """The command words of ``argv``: ``train``, ``data describe`` and so on."""
+    path = argv[:1]
+    if argv[:1] == ["data"] and len(argv) > 1:
+        path = argv[:2]
+    return path
+
+
+@pytest.mark.parametrize(("line", "code"), BASH, ids=[f"line{b[0]}" for b in BASH])
+def test_readme_bash_block_parses_and_names_real_commands(line, code, capsys):
+    done = subprocess.run(["bash", "-n"], input=code, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"README.md line {line}: {done.stderr}"
+    commands, targets = mixupe_commands(code), make_targets(code)
+    assert commands or targets, f"README.md line {line}: no mixupe or make command"
+    for argv in commands:
+        assert argv, f"README.md line {line}: `mixupe` without a command"
+        assert main([*subcommand(argv), "--help"]) == 0, f"README.md line {line}: {argv}"
+        if "..." in argv or any("$" in word for word in argv):
+            continue  # a placeholder: the command exists, its options are the reader's
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit as exc:
+            pytest.fail(f"README.md line {line}: `mixupe {shlex.join(argv)}` does not parse "
+                        f"(exit {exc.code}): {capsys.readouterr().err}")
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    for target in targets:
+        assert re.search(rf"^{re.escape(target)}:", makefile, re.M), f"make {target}"
+
+
+def test_import_mixupe_loads_subpackages_on_first_use():
+    code = ("import sys, mixupe\n"
+            "assert 'mixupe.data' not in sys.modules and 'mixupe.engine' not in sys.modules\n"
+            "ds = mixupe.data.load('digits', seed=0)\n"
+            "assert ds.num_classes == 10 and 'mixupe.data' in sys.modules\n"
+            "assert mixupe.models.names() and mixupe.engine.TrainConfig\n"
+            "try:\n    mixupe.nope\nexcept AttributeError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "module 'mixupe' has no attribute 'nope'" in done.stdout
+
+
+def tracked_text_files() -> list[Path]:
+    try:
+        listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: the tracked files are unknown")
+    suffixes = {".md", ".py", ".toml", ".sh", ".txt", ".cfg", ".json", ".yml", ".yaml", ""}
+    return [ROOT / name for name in listed
+            if Path(name).suffix in suffixes and not name.startswith("results/")]
+
+
+def test_no_tracked_file_points_outside_the_repository():
+    # The notes the project was built from live outside the repository; a clone has only
+    # its own docs, so nothing may cite the outside copies.
+    outside = re.compile(r"\.\./" + "shared" + r"\b|/work/" + "shared" + r"\b")
+    offenders = []
+    for path in tracked_text_files():
+        if path.is_file():
+            for number, text in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                if outside.search(text):
+                    offenders.append(f"{path.relative_to(ROOT)}:{number}: {text.strip()}")
+    assert not offenders, "\n".join(offenders)
+    for doc in ("docs/METHOD.md", "docs/DATA.md", "docs/ARCHITECTURE.md"):
+        assert (ROOT / doc).is_file(), doc
+
+
+def test_docs_mentioned_in_readme_and_tests_exist():
+    cited = set()
+    for path in [README, *sorted((ROOT / "tests").glob("*.py")), *sorted(ROOT.glob("docs/*.md"))]:
+        cited |= set(re.findall(r"\bdocs/[A-Za-z0-9_.-]+\.md\b", path.read_text()))
+    assert cited, "README and tests cite no docs"
+    missing = sorted(doc for doc in cited if not (ROOT / doc).is_file())
+    assert not missing, missing
