@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -34,16 +35,58 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "suite"
 
 
-def _panels(n: int, *, width: float = 4.2, height: float = 3.4):
+LEGEND_FONT = 7
+# Inches per character of a legend entry at LEGEND_FONT points (a generous average).
+_LEGEND_CHAR_WIDTH = 0.065
+
+
+def _panels(n: int, *, width: float = 4.2, height: float = 3.4, legend: list[str] | None = None,
+            shared_legend: bool = False):
+    """A grid of ``n`` panels (at most 3 per row) laid out by matplotlib's constrained layout,
+    which keeps legends placed outside the panels and the title inside the figure.
+
+    ``legend``: the entries of the legend that :func:`_legend_beside` puts to the right of
+    each panel (or, with ``shared_legend``, one legend right of the whole grid); the figure
+    gets room for it, so long run names never cover the data.
+    """
     cols = min(n, 3)
     rows = math.ceil(n / cols)
+    beside = 0.0
+    if legend:
+        beside = 0.6 + _LEGEND_CHAR_WIDTH * max(len(entry) for entry in legend)
     # At least about 6.5 inches wide, so the title of a one-panel figure fits.
-    fig_width = max(width * cols, 6.5)
-    fig, axes = plt.subplots(rows, cols, figsize=(fig_width, height * rows), squeeze=False)
+    fig_width = max(width * cols + beside * (1 if shared_legend else cols), 6.5)
+    fig, axes = plt.subplots(rows, cols, figsize=(fig_width, height * rows), squeeze=False,
+                             layout="constrained")
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
     return fig, flat[:n]
+
+
+def _legend_beside(ax) -> None:
+    """The panel's legend outside it, on the right: it covers neither data nor tick labels."""
+    ax.legend(fontsize=LEGEND_FONT, loc="center left", bbox_to_anchor=(1.02, 0.5),
+              borderaxespad=0.0, frameon=False)
+
+
+def _save(fig, path: str | Path, title: str, *, fontsize: float = 10) -> Path:
+    """Give ``fig`` its title, wrapped to the figure's width, save it and close it."""
+    chars = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))
+    wrapped = "\n".join(textwrap.fill(line, chars) for line in title.split("\n"))
+    fig.suptitle(wrapped, fontsize=fontsize)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _epoch_axis(ax, epochs: int) -> None:
+    """Whole epochs only, with room around the first and last, also for a single epoch."""
+    ax.set_xlim(0.5, epochs + 0.5)
+    if epochs <= 12:
+        ax.set_xticks(range(1, epochs + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _colors(arms: list[str]) -> dict[str, tuple]:
@@ -62,11 +105,20 @@ def plot_learning_curves(summary: SuiteSummary, path: str | Path) -> Path | None
     if not datasets:
         return None
     colors = _colors(summary.arms)
-    fig, axes = _panels(len(datasets))
+    cells = {d: [c for c in summary.cells if c.dataset == d and any(c.curves.values())]
+             for d in datasets}
+    labels = {d: [f"{c.arm} (n={sum(1 for v in c.curves.values() if v)})" for c in cells[d]]
+              for d in datasets}
+    # One legend for the figure when every panel would show the same one.
+    shared = len({tuple(v) for v in labels.values()}) == 1
+    fig, axes = _panels(len(datasets), legend=[x for v in labels.values() for x in v],
+                        shared_legend=shared)
     for ax, dataset in zip(axes, datasets, strict=True):
-        for cell in (c for c in summary.cells if c.dataset == dataset and c.curves):
+        longest = 1
+        for cell in cells[dataset]:
             curves = [c for c in cell.curves.values() if c]
             length = min(len(c) for c in curves)
+            longest = max(longest, length)
             epochs = list(range(1, length + 1))
             cols = [[c[e] * 100 for c in curves] for e in range(length)]
             mean = [sum(v) / len(v) for v in cols]
@@ -76,17 +128,17 @@ def plot_learning_curves(summary: SuiteSummary, path: str | Path) -> Path | None
                 ax.fill_between(epochs, [min(v) for v in cols], [max(v) for v in cols],
                                 color=colors[cell.arm], alpha=0.15, lw=0)
         ax.set_title(dataset)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax, longest)
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{summary.name}: validation accuracy per epoch (mean over seeds; band: min-max)",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+        if not shared:
+            _legend_beside(ax)
+    if shared:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center",
+                   fontsize=LEGEND_FONT, frameon=False)
+    return _save(fig, path, f"{summary.name}: validation accuracy per epoch (mean over seeds; "
+                            "band: min-max)")
 
 
 def plot_accuracy(summary: SuiteSummary, path: str | Path) -> Path | None:
@@ -117,12 +169,8 @@ def plot_accuracy(summary: SuiteSummary, path: str | Path) -> Path | None:
         ax.set_title(dataset)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{summary.name}: final-epoch test accuracy, mean ± 95 % CI (dots: seeds)",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, f"{summary.name}: final-epoch test accuracy, mean ± 95 % CI "
+                            "(dots: seeds)")
 
 
 def plot_differences(summary: SuiteSummary, path: str | Path) -> Path | None:
@@ -159,12 +207,8 @@ def plot_differences(summary: SuiteSummary, path: str | Path) -> Path | None:
         ax.set_title(dataset)
         ax.set_xlabel(f"test accuracy minus {summary.baseline} (pp)")
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"{summary.name}: paired difference against {summary.baseline}, "
-                 "mean ± 95 % CI (dots: seeds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, f"{summary.name}: paired difference against {summary.baseline}, "
+                            "mean ± 95 % CI (dots: seeds)")
 
 
 def plot_reliability(summary: SuiteSummary, path: str | Path) -> Path | None:
@@ -173,7 +217,10 @@ def plot_reliability(summary: SuiteSummary, path: str | Path) -> Path | None:
     if not datasets:
         return None
     colors = _colors(summary.arms)
-    fig, axes = _panels(len(datasets), height=4.0, width=4.0)
+    # The longest legend entry: an arm's label with its ECE, or the diagonal's.
+    labels = ["perfect calibration"] + [f"{c.arm} (ECE 100.0 %)" for c in summary.cells
+                                        if c.dataset in datasets and c.reliability]
+    fig, axes = _panels(len(datasets), height=4.0, width=4.0, legend=labels)
     for ax, dataset in zip(axes, datasets, strict=True):
         ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
         for cell in (c for c in summary.cells if c.dataset == dataset and c.reliability):
@@ -204,16 +251,11 @@ def plot_reliability(summary: SuiteSummary, path: str | Path) -> Path | None:
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{summary.name}: reliability on test, pooled over seeds\n"
-                 "(above the diagonal: under-confident; marker area: share of samples; "
-                 f"hollow: bins with < {MIN_BIN_SAMPLES} samples or "
-                 f"< {MIN_BIN_SHARE * 100:g} % of them)",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+        _legend_beside(ax)
+    return _save(fig, path, f"{summary.name}: reliability on test, pooled over seeds\n"
+                            "(above the diagonal: under-confident; marker area: share of "
+                            f"samples; hollow: bins with < {MIN_BIN_SAMPLES} samples or "
+                            f"< {MIN_BIN_SHARE * 100:g} % of them)", fontsize=9)
 
 
 def plot_suite(summary: SuiteSummary, out_dir: str | Path) -> list[Path]:
