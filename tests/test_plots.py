@@ -4,7 +4,6 @@ drawn equals the written metrics, and no legend or title covers data, ticks or t
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
@@ -30,8 +29,9 @@ def config(dataset: str, method: str, seed: int) -> TrainConfig:
                        model_options={"hidden": (32,)})
 
 
-@pytest.fixture
-def figures(tmp_path: Path, monkeypatch):
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("plots")
     for (dataset, method), seeds in RUNS.items():
         for seed, (val, test) in seeds.items():
             write_run(tmp_path, config(dataset, method, seed), val_acc=val, epochs=1,
@@ -40,8 +40,9 @@ def figures(tmp_path: Path, monkeypatch):
     (summary,) = summarize(tmp_path)
     kept, real_close = [], plots.plt.close
     # The plots close their figures: keep them open for inspection instead.
-    monkeypatch.setattr(plots.plt, "close", kept.append)
-    written = plots.plot_suite(summary, tmp_path / "out")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots.plt, "close", kept.append)
+        written = plots.plot_suite(summary, tmp_path / "out")
     names = [p.name.removeprefix("runs-outside-any-suite-") for p in written]
     assert names == ["learning-curves.png", "accuracy.png", "reliability.png"]  # no baseline
     assert len(kept) == 3

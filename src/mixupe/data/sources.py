@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mixupe.errors import DataUnavailableError
 
-__all__ = ["cache_dir", "package_file", "require_file"]
+__all__ = ["cache_dir", "package_file"]
 
 
 def package_file(package: str, relative: str, *, install: str) -> Path:
@@ -43,13 +43,6 @@ def package_file(package: str, relative: str, *, install: str) -> Path:
         f"the package {package!r} is installed but its data file {relative!r} is missing; "
         f"reinstall it with `{install}`"
     )
-
-
-def require_file(path: Path, *, install: str) -> Path:
-    """Return ``path`` if it is a file, else raise DataUnavailableError naming ``install``."""
-    if not path.is_file():
-        raise DataUnavailableError(f"data file {str(path)!r} not found; {install}")
-    return path
 
 
 def cache_dir(root: str | os.PathLike[str] | None = None) -> Path:

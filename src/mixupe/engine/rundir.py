@@ -5,14 +5,22 @@ Layout of ``runs_root / cfg.run_name()``::
     config.json      the resolved config and the environment (written when the run starts)
     metrics.jsonl    one JSON object per finished epoch
     checkpoint.pt    the state after the last finished epoch (written atomically)
+    checkpoint.prev.pt  the one before it, the fall-back if checkpoint.pt cannot be read
     result.json      written last; its presence marks the run complete
     failed.json      written instead of result.json when the loss became non-finite
+
+Nothing is created or deleted until the run can start: :meth:`RunDir.prepare` only decides
+how it starts, :meth:`RunDir.start` then acts, so a run that fails to start (an unknown
+dataset, a bad CSV file, a model that does not fit the data) leaves no directory behind and
+an existing one untouched.
 
 >>> import tempfile
 >>> from mixupe.engine.config import TrainConfig
 >>> run = RunDir(tempfile.mkdtemp(), TrainConfig(epochs=2))
->>> run.prepare(resume=False, overwrite=False)
-'fresh'
+>>> run.prepare(resume=False, overwrite=False), run.path.exists()
+('fresh', False)
+>>> run.start(); run.path.is_dir()
+True
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mixupe.engine.checkpoint import atomic_write, read_json, write_json
+from mixupe.atomic import atomic_write
+from mixupe.engine.checkpoint import previous_checkpoint, read_json, write_json
 from mixupe.engine.config import TrainConfig
 from mixupe.errors import ConfigError, CorruptDataError
 
@@ -47,13 +56,16 @@ class RunDir:
         self.checkpoint_path = self.path / CHECKPOINT
         self.result_path = self.path / RESULT
         self.failed_path = self.path / FAILED
+        self._status: str | None = None  # prepare()'s decision, acted on by start()
+        self._wipe = False
 
     # ------------------------------------------------------------------ start
     def prepare(self, *, resume: bool, overwrite: bool) -> str:
         """How the run starts: ``"fresh"``, ``"resume"`` (from the checkpoint) or ``"complete"``.
 
         An existing directory is only reused with ``resume=True`` and only wiped with
-        ``overwrite=True``; otherwise :class:`~mixupe.errors.ConfigError` is raised.
+        ``overwrite=True``; otherwise :class:`~mixupe.errors.ConfigError` is raised. Nothing
+        on disk changes here: call :meth:`start` once training can start.
         """
         if resume and overwrite:
             raise ConfigError(
@@ -61,12 +73,10 @@ class RunDir:
                 "--resume / --overwrite"
             )
         exists = self.path.exists() and any(self.path.iterdir())
-        if exists and overwrite:
-            shutil.rmtree(self.path)
-            exists = False
-        if not exists:
-            self.path.mkdir(parents=True, exist_ok=True)
-            return "fresh"
+        self._wipe = exists and overwrite
+        if not exists or overwrite:
+            self._status = "fresh"
+            return self._status
         if not resume:
             raise ConfigError(
                 f"run directory {self.path} already exists; pass --resume (resume=True) to "
@@ -74,13 +84,26 @@ class RunDir:
             )
         self._check_same_config()
         if self.result_path.exists():
-            return "complete"
+            self._status = "complete"
+        elif self.checkpoint_path.exists() or previous_checkpoint(self.checkpoint_path).exists():
+            self._status = "resume"
+        else:  # started but stopped before its first checkpoint: nothing to keep
+            self._status = "fresh"
+        return self._status
+
+    def start(self) -> None:
+        """Act on :meth:`prepare`'s decision: wipe (overwrite) or create the directory, and
+        drop what a resumed or restarted run replaces (``failed.json``, stale metrics)."""
+        status = self._status
+        if status is None:
+            raise ConfigError("RunDir.start() needs RunDir.prepare() first")
+        if self._wipe:
+            shutil.rmtree(self.path)
+            self._wipe = False
+        self.path.mkdir(parents=True, exist_ok=True)
         self.failed_path.unlink(missing_ok=True)
-        if self.checkpoint_path.exists():
-            return "resume"
-        # Started but stopped before its first checkpoint: nothing to keep.
-        self.metrics_path.unlink(missing_ok=True)
-        return "fresh"
+        if status == "fresh":
+            self.metrics_path.unlink(missing_ok=True)
 
     def _check_same_config(self) -> None:
         if not self.config_path.exists():
@@ -114,26 +137,53 @@ class RunDir:
             os.fsync(f.fileno())
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """The per-epoch records written so far (a torn last line is ignored)."""
+        """The per-epoch records written so far.
+
+        A torn last line (the process was killed while appending it) is ignored; it is
+        dropped for good when the run resumes. A bad line with records after it cannot come
+        from an interrupted append and raises :class:`~mixupe.errors.CorruptDataError`
+        rather than silently losing the later epochs.
+        """
         if not self.metrics_path.exists():
             return []
+        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
+        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
         out = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if i == last:
+                    break
+                raise CorruptDataError(
+                    f"line {i + 1} of {self.metrics_path} is not valid JSON ({exc}) but "
+                    f"{len(lines) - i - 1} line(s) follow it, so it was not cut short by an "
+                    "interruption; repair that line (one JSON object per epoch) or restore the "
+                    "file from a copy, then resume"
+                ) from exc
+            if not isinstance(record, dict) or "epoch" not in record:
+                raise CorruptDataError(
+                    f"line {i + 1} of {self.metrics_path} is not an epoch record (a JSON object "
+                    "with an 'epoch' key); repair that line or restore the file from a copy"
+                )
+            out.append(record)
         return out
 
     def keep_metrics_until(self, epoch: int) -> None:
         """Drop records of epochs after ``epoch`` (written after the last checkpoint)."""
         kept = [r for r in self.read_metrics() if r["epoch"] <= epoch]
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-        atomic_write(self.metrics_path, lambda f: f.write(text.encode()))
+        atomic_write(self.metrics_path, text)
 
     def write_result(self, result: dict[str, Any]) -> None:
-        """Write ``result.json`` (last; marks the run complete)."""
+        """Write ``result.json`` (last; marks the run complete).
+
+        A complete run is never resumed, so the fall-back checkpoint is removed.
+        """
         write_json(self.result_path, result)
+        previous_checkpoint(self.checkpoint_path).unlink(missing_ok=True)
 
     def write_failed(self, info: dict[str, Any]) -> None:
         """Write ``failed.json`` with the reason the run stopped."""

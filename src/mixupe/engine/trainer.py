@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import inspect
 import logging
 import math
 import platform
@@ -61,7 +60,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
 NONFINITE_CHECK_EVERY = 50  # steps between (collective) finiteness checks inside an epoch
 
 
@@ -87,25 +85,14 @@ def derive_seed(seed: int, *parts: object) -> int:
 
 
 # ---------------------------------------------------------------------- building blocks
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params
-
-
 def build_model(cfg: TrainConfig, ds: Any) -> nn.Module:
     """The model named by ``cfg.model`` for dataset ``ds``, initialised from ``cfg.seed``."""
     from mixupe import models
 
-    options = dict(cfg.model_options)
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(derive_seed(cfg.seed, "model"))
-        if _accepts(models.build, "generator") and "generator" not in options:
-            options["generator"] = torch.Generator().manual_seed(derive_seed(cfg.seed, "init"))
-        return models.build(cfg.model, input_shape=ds.input_shape,
-                            num_classes=ds.num_classes, **options)
+        return models.build(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes,
+                            domain=ds.domain, **dict(cfg.model_options))
 
 
 class _ObjectiveStep(nn.Module):
@@ -382,7 +369,7 @@ def _save(run: RunDir, parts: _Parts, ctx: D.DistContext, *, epoch: int, step: i
         log.warning("the model differs between ranks after epoch %d (a DDP bug); the "
                     "checkpoint holds rank 0's model", epoch)
     save_checkpoint(run.checkpoint_path, {
-        "format": CHECKPOINT_FORMAT, "epoch": epoch, "global_step": step,
+        "epoch": epoch, "global_step": step,
         "world_size": ctx.world_size, "config_hash": run.cfg.config_hash(),
         "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(),
@@ -408,8 +395,18 @@ def _restore(ckpt: dict[str, Any], parts: _Parts, ctx: D.DistContext, run: RunDi
         parts.objective.load_state_dict(state["objective"])
     parts.mix_generator.set_state(state["mix_generator"])
     torch.set_rng_state(state["cpu_rng"])
-    if "cuda_rng" in state:
+    if ctx.device.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"], ctx.device)
+    elif ctx.device.type == "cuda" or "cuda_rng" in state:
+        # Written on another kind of device: the CUDA random state (dropout on the GPU) cannot
+        # continue, so it restarts from a seed of its own for this epoch.
+        log.warning("checkpoint in %s was written on %s and resumes on %s: the run continues, "
+                    "but not bit-identically to one that never changed device", run.path,
+                    "CUDA" if "cuda_rng" in state else "the CPU", ctx.device)
+        if ctx.device.type == "cuda":
+            with torch.cuda.device(ctx.device):
+                torch.cuda.manual_seed(derive_seed(run.cfg.seed, "global", ctx.rank,
+                                                   "resume", ckpt["epoch"]))
 
 
 def _stat(out: Any, *names: str) -> torch.Tensor | None:
@@ -603,10 +600,12 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
         return RunResult(run.path, cfg, final, True, result.get("best"))
 
     parts = _build(cfg, ctx)
+    _on_main(ctx, run.start)  # only now: a run that cannot start leaves no directory
     start_epoch, step = 0, 0
     best: dict[str, Any] | None = None
     if status == "resume":
-        ckpt = _on_main(ctx, lambda: load_checkpoint(run.checkpoint_path))
+        ckpt = _on_main(ctx, lambda: load_checkpoint(run.checkpoint_path,
+                                                     config_hash=cfg.config_hash()))
         _restore(ckpt, parts, ctx, run)
         start_epoch, step = ckpt["epoch"], ckpt["global_step"]
         best = ckpt.get("best")

@@ -76,6 +76,8 @@ _BUILDERS: dict[str, tuple[Callable[..., nn.Module], type[nn.Module]]] = {
     "gin": (_gin, GIN),
 }
 _FIXED = {"in_features", "in_channels", "num_classes", "image_size"}
+# Models whose forward takes a PyG graph batch; every other model takes a tensor batch.
+_GRAPH_MODELS = {"gin"}
 
 
 def names() -> list[str]:
@@ -89,11 +91,14 @@ def names() -> list[str]:
 
 
 def build(
-    name: str, *, input_shape: Sequence[int], num_classes: int, **options: Any
+    name: str, *, input_shape: Sequence[int], num_classes: int, domain: str | None = None,
+    **options: Any,
 ) -> nn.Module:
     """Build a model for samples of ``input_shape`` and ``num_classes`` classes.
 
-    Options are the model's own keyword arguments (e.g. ``hidden=``, ``width=``).
+    Options are the model's own keyword arguments (e.g. ``hidden=``, ``width=``). ``domain``
+    (a dataset's ``domain``) refuses a model that cannot take that data: graphs need a graph
+    model, every other domain a tensor model.
 
     Example:
         >>> net = build("mlp", input_shape=(16,), num_classes=26, hidden=(64,))
@@ -102,6 +107,13 @@ def build(
     """
     if name not in _BUILDERS:
         raise ConfigError(f"unknown model {name!r}; choose one of {names()}")
+    if domain is not None and (domain == "graphs") != (name in _GRAPH_MODELS):
+        takes, fits = (("graph batches", "mlp") if name in _GRAPH_MODELS
+                       else ("tensor batches", sorted(_GRAPH_MODELS)[0]))
+        raise ConfigError(
+            f"model {name!r} takes {takes} but the data is {domain}; use a model for "
+            f"{domain}, e.g. {fits!r}"
+        )
     shape = tuple(input_shape)
     if not shape or any(not isinstance(d, int) or d < 1 for d in shape):
         raise ConfigError(f"input_shape={input_shape!r} must be a tuple of positive integers")
