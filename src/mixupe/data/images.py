@@ -63,8 +63,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:
         raise CorruptDataError(
-            f"cannot decompress {str(path)!r} ({exc}); the file is truncated or corrupted, "
-            "delete it and reinstall or download it again"
+            f"cannot decompress {str(path)!r} ({exc}); the file is truncated or corrupted: "
+            "reinstall the package that ships it or download it again"
         ) from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise CorruptDataError(
@@ -267,7 +267,8 @@ def _read_class_tree(
                     arr = np.asarray(img, dtype=np.float32) / 255.0
             except (OSError, UnidentifiedImageError) as exc:
                 raise CorruptDataError(
-                    f"cannot decode image {str(file)!r} ({exc}); delete or replace the file"
+                    f"cannot decode image {str(file)!r} ({exc}); replace the file or move "
+                    "it out of the image folder"
                 ) from exc
             if images and arr.shape != images[0].shape:
                 raise ConfigError(

@@ -224,14 +224,17 @@ def prepare(
     return data_path
 
 
+_REBUILD = ("it only holds graphs derived from the Fashion-MNIST files: move it away and "
+            "mixupe.data.prepare('fashion-mnist-superpixels') builds it again")
+
+
 def _read_cache(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CorruptDataError(
-            f"superpixel cache {str(path)!r} is unreadable ({exc}); delete it and call "
-            "mixupe.data.prepare('fashion-mnist-superpixels') again"
+            f"superpixel cache {str(path)!r} is unreadable ({exc}); {_REBUILD}"
         ) from exc
     for split in ("train", "test"):
         try:
@@ -240,11 +243,11 @@ def _read_cache(path: Path) -> dict[str, np.ndarray]:
             y = arrays[f"{split}_y"]
         except KeyError as exc:
             raise CorruptDataError(
-                f"superpixel cache {str(path)!r} lacks {exc}; delete it and build it again"
+                f"superpixel cache {str(path)!r} lacks {exc}; {_REBUILD}"
             ) from exc
         if nodes.sum() != x.shape[0] or edges.sum() != e.shape[1] or len(nodes) != len(y):
             raise CorruptDataError(
-                f"superpixel cache {str(path)!r} is inconsistent; delete it and build it again"
+                f"superpixel cache {str(path)!r} is inconsistent; {_REBUILD}"
             )
     return arrays
 
