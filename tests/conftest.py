@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import importlib
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
 
-FASHION_MNIST_FILES = [
-    "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
-]
 
 
 def _importable(module: str) -> bool:
@@ -35,8 +30,10 @@ def _importable(module: str) -> bool:
 
 
 def _fashion_mnist_installed() -> bool:
-    folder = Path("/usr/share/datasets/fashion-mnist")
-    return all((folder / name).is_file() for name in FASHION_MNIST_FILES)
+    from mixupe.data import images
+
+    return all(images._find_idx(images.FASHION_MNIST_DIR, stem) is not None
+               for stem in images.FASHION_MNIST_FILES.values())
 
 
 # name -> (is it here?, why a test is skipped without it)
