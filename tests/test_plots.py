@@ -8,7 +8,7 @@ import math
 import pytest
 
 from mixupe.bench import plots
-from mixupe.bench.report import summarize
+from mixupe.bench.summary import summarize
 from mixupe.engine.config import TrainConfig
 from test_report import METRICS, write_run
 

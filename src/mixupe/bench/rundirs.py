@@ -19,12 +19,12 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixupe.atomic import atomic_write
 from mixupe.engine.rundir import CONFIG, FAILED, RESULT
 from mixupe.engine.rundir import METRICS as METRICS_FILE
 from mixupe.errors import ConfigError, CorruptDataError
@@ -215,17 +215,15 @@ def write_pack(runs_root: str | Path, names: Iterable[str], path: str | Path) ->
                               f"pack was made from, or write to another file")
     if not runs:
         return 0
-    target.parent.mkdir(parents=True, exist_ok=True)
     blob = json.dumps({"format": PACK_FORMAT, "runs": runs}, sort_keys=True,
                       separators=(",", ":")).encode()
-    tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+
+    def write(f: Any) -> None:
         # mtime=0: the same runs give the same bytes, so re-packing changes nothing in git
         with gzip.GzipFile(fileobj=f, mode="wb", mtime=0, compresslevel=9) as gz:
             gz.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+
+    atomic_write(target, write)
     return len(runs)
 
 
