@@ -52,6 +52,10 @@ OPTIONAL = {
         _importable("skimage"),
         "scikit-image is not installed; `pip install scikit-image` (the bench extra)",
     ),
+    "maxflow": (
+        _importable("maxflow"),
+        "PyMaxflow is not installed; `pip install PyMaxflow` (the family extra)",
+    ),
 }
 
 
