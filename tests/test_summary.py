@@ -163,3 +163,24 @@ def test_precondition_needs_an_interval_above_zero_and_flat_curves(tmp_path: Pat
     assert row.a.late_gain[1] == pytest.approx(np.std([0.001 * s for s in range(4)], ddof=1))
     assert row.a.flat is False and not row.met
     assert "| no |" in render_markdown([summary])
+
+
+def test_pack_command_writes_one_pack_per_dataset_and_the_manifest(tmp_path: Path, capsys):
+    from mixupe.cli import main
+
+    runs = tmp_path / "runs"
+    suite = dict(TWO_ARMS, datasets=[{"name": "digits", "model": "mlp"},
+                                     {"name": "satimage", "model": "mlp"}])
+    parsed = parse_suite(suite)
+    write_manifest(runs, manifest(parsed, expand(parsed)))
+    for plan in expand(parsed):
+        for s in range(4):
+            write_run(runs, plan.points[0].configs[s], val_acc=0.7 + 0.01 * s,
+                      test={m: 0.5 + 0.02 * s for m in METRICS})
+    out = tmp_path / "results"
+    assert main(["pack", "two", "--runs-root", str(runs), "--out", str(out)]) == 0
+    assert "two / satimage: 8 finished runs packed" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / PACK_DIR).iterdir()) == [
+        "two--digits.json.gz", "two--satimage.json.gz"]
+    assert render_markdown(summarize(out)) == render_markdown(summarize(runs))
+    assert main(["pack", "other", "--runs-root", str(runs), "--out", str(out)]) == 2

@@ -309,6 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hand-written Markdown (title, set-up, conclusion) that opens "
                              "--document")
 
+    pack = sub.add_parser(
+        "pack", help="store a suite's finished runs compactly (one file per dataset)",
+        formatter_class=_Formatter,
+        description="Write the finished runs of a suite into OUT/_packs/SUITE--DATASET.json.gz "
+                    "(config, result and per-epoch records, gzip) and its manifest into "
+                    "OUT/_suites/: OUT is then a runs root that `mixupe report` reads and that "
+                    "`mixupe bench` treats as done, without the run directories. A pack is "
+                    "never replaced by one holding fewer runs.")
+    pack.add_argument("suite", metavar="SUITE", help="suite name (as in RUNS_ROOT/_suites/)")
+    pack.add_argument("--runs-root", type=Path, default=Path("runs"),
+                      help="directory that holds the suite's run directories")
+    pack.add_argument("--out", type=Path, required=True,
+                      help="runs root to write the packs and manifest into, e.g. results/study")
+
     data = sub.add_parser("data", help="list, describe or prepare datasets",
                           description="Datasets shipped in packages or under a root folder.")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -478,6 +492,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from mixupe.bench.rundirs import pack_suite
+
+    counts = pack_suite(args.runs_root, args.suite, args.out)
+    for dataset, n in counts.items():
+        _out(f"{args.suite} / {dataset}: {n} finished runs packed")
+    return EXIT_OK
+
+
 def _one_value(flag: str, given: Any, option: Any) -> Any:
     """The value of ``flag``, given as the flag or as ``--option NAME=``, not both differently."""
     if given is not None and option is not None and str(given) != str(option):
@@ -544,7 +567,8 @@ def _continue_hint(command: str, argv: list[str]) -> str:
     return f"continue with: mixupe {shlex.join(rerun)}"
 
 
-COMMANDS = {"train": _cmd_train, "bench": _cmd_bench, "report": _cmd_report, "data": _cmd_data}
+COMMANDS = {"train": _cmd_train, "bench": _cmd_bench, "report": _cmd_report, "pack": _cmd_pack,
+            "data": _cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from mixupe.bench.summary import ADHOC, BEST, Paired, SuiteSummary, summarize
 from mixupe.errors import ConfigError
 
 # Methods whose training adds a regulariser to a mixing loss (their diagnostics are shown).
-REGULARISED = ("mixupe",)
+REGULARISED = ("mixupe", "mixup-ce")
 
 __all__ = ["render_glance", "render_markdown", "render_suite", "stale_quotes", "write_report"]
 

@@ -29,7 +29,8 @@ from mixupe.engine.rundir import CONFIG, FAILED, RESULT
 from mixupe.engine.rundir import METRICS as METRICS_FILE
 from mixupe.errors import ConfigError, CorruptDataError
 
-__all__ = ["PACK_DIR", "RunReader", "RunRecord", "find_runs", "read_run", "write_pack"]
+__all__ = ["PACK_DIR", "RunReader", "RunRecord", "find_runs", "pack_suite", "read_run",
+           "write_pack"]
 
 METRICS = ("acc", "nll", "brier", "ece", "fgsm_acc")
 PACK_DIR = "_packs"
@@ -281,3 +282,36 @@ class RunReader:
     def names(self) -> list[str]:
         """Every run under the root: run directories and packed runs."""
         return sorted(set(find_runs(self.root)) | set(self._packs()))
+
+
+def pack_suite(runs_root: str | Path, suite: str, out: str | Path) -> dict[str, int]:
+    """Pack the finished runs of suite ``suite`` under ``runs_root`` into ``out``: one pack
+    per dataset (``out/_packs/SUITE--DATASET.json.gz``) and the suite's manifest.
+
+    ``out`` is then a runs root of its own that the report (and the runner, which skips the
+    packed runs) reads without the run directories. Returns the runs packed per dataset.
+
+    Example:
+        >>> import tempfile
+        >>> try:
+        ...     pack_suite(tempfile.mkdtemp(), "quick", tempfile.mkdtemp())
+        ... except ConfigError as exc:
+        ...     "no suite 'quick'" in str(exc)
+        True
+    """
+    from mixupe.bench.suites import manifest_path, read_manifests, write_manifest
+
+    root, target = Path(runs_root), Path(out)
+    record = next((m for m in read_manifests(root) if m.get("suite") == suite), None)
+    if record is None:
+        raise ConfigError(f"no suite {suite!r} under {str(root)!r}; run `mixupe bench {suite} "
+                          f"--runs-root {root}` first, or pass the runs root it ran in")
+    counts = {}
+    for dataset in record["datasets"]:
+        names = [n for c in record["cells"] if c["dataset"] == dataset
+                 for p in c["points"] for n in p["runs"].values()]
+        slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{suite}--{dataset}")
+        counts[dataset] = write_pack(root, names, target / PACK_DIR / f"{slug}.json.gz")
+    if not manifest_path(target, suite).exists() or root.resolve() != target.resolve():
+        write_manifest(target, record)
+    return counts

@@ -34,7 +34,8 @@ __all__ = ["METHODS", "NAMING_DEFAULTS", "TrainConfig"]
 # The mixers (each a method alone, or the mixing of MixupE / RegMixup).
 MIXERS = ("mixup", "cutmix", "manifold", "mixup-cutmix", "fmix", "resizemix", "saliencymix",
           "puzzlemix", "comixup", "alignmix")
-METHODS = ("erm", "mixup", "cutmix", "manifold", "mixupe", *MIXERS[3:], "regmixup")
+# mixup-ce: the study's control arm, a mixing loss plus eta * c * CE on the clean batch
+METHODS = ("erm", "mixup", "cutmix", "manifold", "mixupe", *MIXERS[3:], "regmixup", "mixup-ce")
 MIXINGS = ("auto", *MIXERS)
 CLEAN_PASSES = ("separate", "fused")
 FULL_EVALS = ("end", "each-epoch")
@@ -405,7 +406,7 @@ class TrainConfig:
                 reset.add("threshold")  # versions 2 and 4 use every sample
             if self.version in (1, 2):
                 reset.add("fast_sign")  # the sign only applies to the fast score
-        elif self.method == "regmixup":
+        elif self.method in ("regmixup", "mixup-ce"):
             reset |= mixupe_only - {"mixing", "eta"}
         else:
             reset |= mixupe_only
@@ -424,7 +425,7 @@ class TrainConfig:
         return dataclasses.replace(self, **{name: NAMING_DEFAULTS[name] for name in reset})
 
     def mixer_name(self) -> str | None:
-        """The mixer this run uses: the method, or ``mixing`` for MixupE and RegMixup
+        """The mixer this run uses: the method, or ``mixing`` for MixupE, RegMixup and mixup-ce
         ("auto" there is decided by the data domain); None for ERM.
 
         >>> TrainConfig(method="mixupe", mixing="fmix").mixer_name()
@@ -432,7 +433,7 @@ class TrainConfig:
         """
         if self.method == "erm":
             return None
-        if self.method in ("mixupe", "regmixup"):
+        if self.method in ("mixupe", "regmixup", "mixup-ce"):
             return self.mixing
         return self.method
 
@@ -531,7 +532,7 @@ class TrainConfig:
             method.append(f"v{cfg.version}")
         if cfg.method != "erm":
             method.append(f"a{_fmt(cfg.alpha)}")
-        if cfg.method == "mixupe":
+        if cfg.method in ("mixupe", "regmixup", "mixup-ce"):
             method.append(f"eta{_fmt(cfg.eta)}")
             if cfg.version in (1, 3):
                 method.append(f"t{_fmt(cfg.threshold)}")

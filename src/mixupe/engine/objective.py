@@ -96,6 +96,8 @@ def build_objective(cfg: TrainConfig, *, model: nn.Module, num_classes: int, dom
     mixer = build_mixer(cfg, model=model, common=common, domain=domain)
     if cfg.method == "regmixup":
         return O.RegMixup(mixing=mixer, eta=cfg.eta, validate=False, check_finite=False)
+    if cfg.method == "mixup-ce":
+        return O.MixupCleanCE(mixing=mixer, eta=cfg.eta, validate=False, check_finite=False)
     if cfg.method != "mixupe":
         return mixer
     # MixupE draws from the mixing objective's generator (ours) when given none of its own.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mixupe.objectives.alignmix import AlignMix
 from mixupe.objectives.base import Mixer, MixPlan, Objective, ObjectiveOutput
+from mixupe.objectives.control import MixupCleanCE
 from mixupe.objectives.manifold import ManifoldMixup
 from mixupe.objectives.masked import FMix, ResizeMix, SaliencyMix
 from mixupe.objectives.mixing import ERM, CutMix, Mixup
@@ -26,6 +27,7 @@ __all__ = [
     "MixPlan",
     "Mixer",
     "Mixup",
+    "MixupCleanCE",
     "MixupE",
     "Objective",
     "ObjectiveOutput",
