@@ -123,11 +123,11 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     n_train = len(mixupe.data.load("digits").train)
     assert res["failed"] is False
     assert res["train_steps"] == 2 * math.ceil(n_train / 128)
-    for split in ("val", "test"):
+    # final validation metrics: the last epoch's record (no attack); test: all, with the bins
+    assert res["val"] == records[-1]["val"]
+    for split in ("test",):
         rel = res[split].pop("reliability")
         assert set(res[split]) == {"acc", "nll", "brier", "ece", "fgsm_acc"}
-        if split == "val":  # the final evaluation repeats the last epoch's validation
-            assert {k: res["val"][k] for k in records[-1]["val"]} == records[-1]["val"]
         # the reliability bins reproduce the recorded ECE and accuracy
         n = sum(rel["count"])
         assert n == len(getattr(mixupe.data.load("digits"), split))
@@ -154,10 +154,11 @@ def test_best_epoch_metrics_equal_those_of_an_every_epoch_evaluation(
     _assert_same_params(_params(end.run_dir), _params(every.run_dir))  # evaluation is inert
     records = [json.loads(x) for x in (every.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert end.best["epoch"] == every.best["epoch"] == 2
-    for split in ("val", "test"):
-        got = {k: v for k, v in end.best[split].items() if k != "reliability"}
-        assert got == pytest.approx(records[1][split], abs=1e-12), split
-        assert end.best[split]["acc"] != end.final[split]["acc"] or split == "val"
+    for split in ("val", "test"):  # the kept model's test metrics (no attack there)
+        got = end.best[split]
+        assert got == pytest.approx({k: records[1][split][k] for k in got}, abs=1e-12), split
+        assert set(got) >= {"acc", "nll", "brier", "ece"}
+    assert end.best["test"]["acc"] != end.final["test"]["acc"]
     stored = json.loads((end.run_dir / "result.json").read_text())["best"]
     assert stored["epoch"] == 2 and stored["test"]["acc"] == end.best["test"]["acc"]
 
@@ -194,8 +195,11 @@ def test_recorded_metrics_are_clean_evaluations_of_the_model(tmp_path: Path) -> 
         assert got["nll"] == pytest.approx(nll(logits, y), rel=1e-6)
         assert got["brier"] == pytest.approx(brier(logits, y), rel=1e-6)
         assert got["ece"] == pytest.approx(ece(logits, y, 15), abs=1e-6)
-        assert got["fgsm_acc"] == pytest.approx(fgsm_accuracy(model, x, y, 0.1), abs=1e-12)
-        assert got["fgsm_acc"] <= got["acc"]
+        if split == "test":  # the attack is evaluated on test (validation: no attack)
+            assert got["fgsm_acc"] == pytest.approx(fgsm_accuracy(model, x, y, 0.1), abs=1e-12)
+            assert got["fgsm_acc"] <= got["acc"]
+        else:
+            assert "fgsm_acc" not in got
 
 
 def test_evaluate_restores_training_mode_and_batches_do_not_matter() -> None:
@@ -394,3 +398,19 @@ def test_rescale_factor_is_logged_per_epoch(tmp_path: Path) -> None:
         assert t["rescale"] != pytest.approx(1.0, abs=1e-3)  # the term is not negligible here
     off = train(dataclasses.replace(cfg, rescale=False), runs_root=tmp_path, progress=False)
     assert off.final["train"]["rescale"] == 1.0 and off.final["train"]["rescale_sd"] == 0.0
+
+
+def test_val_every_validates_every_kth_epoch_and_the_last(tmp_path: Path) -> None:
+    cfg = _cfg(epochs=7, val_every=3)
+    result = train(cfg, runs_root=tmp_path, progress=False)
+    rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if "val" in r] == [3, 6, 7]
+    validated = {r["epoch"]: r["val"]["acc"] for r in rows if "val" in r}
+    best = max(validated, key=lambda e: (validated[e], -e))
+    assert result.best["epoch"] == best
+    # the same training as validating every epoch (evaluation does not touch training)
+    every = train(dataclasses.replace(cfg, val_every=1), runs_root=tmp_path, progress=False)
+    _assert_same_params(_params(result.run_dir), _params(every.run_dir))
+    full = [json.loads(x) for x in (every.run_dir / "metrics.jsonl").read_text().splitlines()]
+    for e, acc in validated.items():
+        assert full[e - 1]["val"]["acc"] == acc

@@ -35,7 +35,7 @@ def test_every_hyper_parameter_changes_the_name() -> None:
         "lr": 0.01, "momentum": 0.5, "weight_decay": 0.0, "warmup_epochs": 1,
         "milestones": (3,), "gamma": 0.5, "model_options": {"width": 8},
         "data_options": {"subset": 100}, "fgsm_eps": 0.1, "ece_bins": 10, "seed": 1,
-        "amp": True, "data_seed": 0, "full_eval": "each-epoch",
+        "amp": True, "data_seed": 0, "full_eval": "each-epoch", "val_every": 2,
     }
     # the Mixup family's knobs, varied from a base that uses them all
     family_base = TrainConfig(method="mixupe", mixing="mixup-cutmix")

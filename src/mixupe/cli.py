@@ -78,6 +78,7 @@ FIELD_HELP: dict[str, str] = {
     "data_options": "KEY=VALUE option for the data loader (repeatable), e.g. subset=5000",
     "fgsm_eps": "FGSM attack size in standardised input units for the robustness metric",
     "ece_bins": "number of equal-width bins of the expected calibration error",
+    "val_every": "validate every N epochs (and at the last); 1: every epoch",
     "full_eval": "when test, FGSM and reliability are evaluated: end (final and best-validation "
                  "epoch; validation every epoch) or each-epoch",
     "seed": "random seed (data order, initialisation, mixing; the split too unless data-seed)",

@@ -63,6 +63,7 @@ _NAMING_V1: dict[str, Any] = {
 # - full_eval: runs used to evaluate test and FGSM after every epoch.
 # - the Mixup family's knobs: before them every batch was mixed, by one Beta(alpha, alpha)
 #   lambda for inputs and labels, CutMix boxes came from lambda, and no SAM was used.
+# - val_every: runs used to validate after every epoch.
 _NAMING_ADDED: dict[str, Any] = {
     "data_seed": 0,
     "full_eval": "each-epoch",
@@ -74,6 +75,7 @@ _NAMING_ADDED: dict[str, Any] = {
     "cutmix_minmax": None,
     "switch_prob": 0.5,
     "sam_rho": None,
+    "val_every": 1,
 }
 NAMING_DEFAULTS: dict[str, Any] = {**_NAMING_V1, **_NAMING_ADDED}
 
@@ -107,6 +109,7 @@ _SHORT = {
     "amp": "amp",
     "data_seed": "split",
     "full_eval": "feval",
+    "val_every": "ve",
     "mixer_options": "mxo",
     "mix_prob": "p",
     "off_epoch": "off",
@@ -202,6 +205,9 @@ class TrainConfig:
     the test split, the FGSM attack and the reliability bins only at the end, for the final
     model and for the model of the best-validation epoch (kept in the checkpoint);
     ``"each-epoch"`` evaluates everything after every epoch (the first study's rule).
+    ``val_every=k`` validates only every k-th epoch and at the last (with ``"end"``), for
+    settings where the validation split is large next to the training data; the best epoch
+    is then chosen among the validated epochs.
 
     >>> TrainConfig(method="mixup", alpha=0.4).alpha
     0.4
@@ -236,6 +242,7 @@ class TrainConfig:
     fgsm_eps: float = 0.03
     ece_bins: int = 15
     full_eval: str = "end"
+    val_every: int = 1
     seed: int = 0
     data_seed: int | None = None
     mixer_options: tuple[tuple[str, Any], ...] = field(default=())
@@ -294,6 +301,7 @@ class TrainConfig:
         choice("mixing", MIXINGS)
         choice("clean_pass", CLEAN_PASSES)
         choice("full_eval", FULL_EVALS)
+        number("val_every", low=1, integer=True)
         choice("optimizer", OPTIMIZERS)
         choice("schedule", SCHEDULES)
         number("alpha", low=0.0, strict=True)

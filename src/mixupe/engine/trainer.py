@@ -569,24 +569,36 @@ def train(cfg: TrainConfig, *, runs_root: str | Path = "runs", resume: bool = Fa
         D.teardown(ctx)
 
 
+def _final_metrics(cfg: TrainConfig, parts: _Parts, records: list[dict[str, Any]],
+                   eval_kw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Final-epoch metrics: test with the FGSM attack and reliability bins; validation from
+    the last epoch's record (``each-epoch``: both splits evaluated again with everything)."""
+    if cfg.full_eval == "each-epoch":
+        return {name: evaluate(parts.model, getattr(parts.ds, name), fgsm_eps=cfg.fgsm_eps,
+                               reliability=True, **eval_kw) for name in ("val", "test")}
+    return {"val": dict(records[-1]["val"]),
+            "test": evaluate(parts.model, parts.ds.test, fgsm_eps=cfg.fgsm_eps,
+                             reliability=True, **eval_kw)}
+
+
 def _best_result(cfg: TrainConfig, parts: _Parts, best: dict[str, Any] | None,
                  records: list[dict[str, Any]], final: dict[str, dict[str, Any]],
                  eval_kw: dict[str, Any]) -> dict[str, Any] | None:
     """Metrics of the best-validation epoch: its record (``each-epoch``), the final metrics
-    (when it is the last epoch), or a full evaluation of the model the checkpoint kept."""
+    (when it is the last epoch), or the test metrics (no attack) of the model the checkpoint
+    kept, with that epoch's validation record."""
     if best is None:
         return None
     epoch = best["epoch"]
+    rec = next((r for r in records if r["epoch"] == epoch), None)
     if cfg.full_eval == "each-epoch":
-        rec = next((r for r in records if r["epoch"] == epoch), None)
         return None if rec is None else {"epoch": epoch, "val": rec["val"], "test": rec["test"]}
     if epoch == cfg.epochs:
         return {"epoch": epoch, "val": final["val"], "test": final["test"]}
     model = copy.deepcopy(parts.model)
     model.load_state_dict(best["model"])
-    return {"epoch": epoch, **{
-        name: evaluate(model, getattr(parts.ds, name), fgsm_eps=cfg.fgsm_eps, reliability=True,
-                       **eval_kw) for name in ("val", "test")}}
+    return {"epoch": epoch, "val": rec["val"] if rec is not None else {},
+            "test": evaluate(model, parts.ds.test, fgsm_eps=None, **eval_kw)}
 
 
 def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: bool,
@@ -651,24 +663,26 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
                 raise
             _sync_buffers(parts.model, ctx)
             t_eval = time.perf_counter()
-            # Validation every epoch (curves, best epoch); test and FGSM only if asked to.
-            splits = ("val", "test") if each_epoch else ("val",)
+            # Validation every val_every epochs and at the last (curves, best epoch); test and
+            # FGSM only if asked to.
+            validate = epoch % cfg.val_every == 0 or epoch == cfg.epochs or each_epoch
+            splits = ("val", "test") if each_epoch else ("val",) if validate else ()
             evals = {name: evaluate(parts.model, getattr(parts.ds, name),
                                     fgsm_eps=cfg.fgsm_eps if each_epoch else None, **eval_kw)
                      for name in splits}
             now = time.perf_counter()
             record = {"epoch": epoch, "lr": lr, "time_s": now - t0, "eval_s": now - t_eval,
                       "train": train_stats, **evals}
-            if _improves(best, evals["val"]):
+            if validate and _improves(best, evals["val"]):
                 best = _best_of(epoch, evals["val"], None if each_epoch else parts.model)
             _on_main(ctx, lambda record=record: run.append_metrics(record))
             _save(run, parts, ctx, epoch=epoch, step=step, best=best)
+            val_acc = evals["val"]["acc"] if validate else math.nan
             if ctx.is_main:
                 log.info("epoch %d/%d loss %.4f val acc %.4f", epoch, cfg.epochs,
-                         train_stats["loss"], evals["val"]["acc"])
+                         train_stats["loss"], val_acc)
             if bar is not None:
-                bar.set_postfix(loss=f"{train_stats['loss']:.3f}",
-                                val_acc=f"{evals['val']['acc']:.3f}")
+                bar.set_postfix(loss=f"{train_stats['loss']:.3f}", val_acc=f"{val_acc:.3f}")
     finally:
         if bar is not None:
             bar.close()
@@ -678,8 +692,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
     complete = stop >= cfg.epochs
     if complete:
         t_eval = time.perf_counter()
-        full = {name: evaluate(parts.model, getattr(parts.ds, name), fgsm_eps=cfg.fgsm_eps,
-                               reliability=True, **eval_kw) for name in ("val", "test")}
+        full = _final_metrics(cfg, parts, records, eval_kw)
         best_record = _best_result(cfg, parts, best, records, full, eval_kw)
         eval_s = time.perf_counter() - t_eval
         result = {"failed": False, "epochs": cfg.epochs, "run_name": cfg.run_name(),
