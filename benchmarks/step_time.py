@@ -1,5 +1,13 @@
 """Step time of ERM, Mixup and every MixupE variant, against a plain version-3 reference.
 
+MixupE version 3 also runs with its clean pass on a random part of the batch
+(``clean_fraction`` 0.125, 0.25 and 0.5: rows ``v3-cf0.125`` ...), and with ``--compile``
+the Mixup, version-3 separate / fused / ``clean_fraction=0.25`` steps also run through
+``torch.compile`` (rows ``...+compile``): lambda, the pairing and the subset are drawn
+eagerly from the objective's generator, as the objective itself draws them, and the rest of
+the objective's forward (model included) is compiled. The compile time (the first call) is
+printed per cell.
+
 One training step is ``zero_grad``, the objective's forward, ``backward`` and an SGD
 (Nesterov) ``step``. Every method trains its own copy of the same initial model on the same
 synthetic batches (fixed seed). Methods are interleaved round-robin (the order rotates each
@@ -58,6 +66,8 @@ from mixupe import models
 ALPHA = 2.0  # the published MixupE configuration: alpha 2, eta 1e-3, tau 1.0
 ETA = 1e-3
 THRESHOLD = 1.0
+CLEAN_FRACTIONS = (0.125, 0.25, 0.5)
+COMPILED = ("mixup", "v3-separate", "v3-fused", "v3-cf0.25")  # with --compile
 
 # name -> (input shape of one sample, number of classes, model options)
 MODEL_SPECS: dict[str, tuple[tuple[int, ...], int, dict[str, Any]]] = {
@@ -129,10 +139,12 @@ class MethodSpec:
     name: str
     kind: str  # "erm", "mixup", "mixupe" or "reference"
     options: dict[str, Any] = field(default_factory=dict)
+    compiled: bool = False
 
 
-def method_specs() -> list[MethodSpec]:
-    """ERM, Mixup, MixupE v1/v2 (separate/fused x vjp/jvp), v3/v4 (separate/fused), reference."""
+def method_specs(*, compiled: bool = False) -> list[MethodSpec]:
+    """ERM, Mixup, MixupE v1/v2 (separate/fused x vjp/jvp), v3/v4 (separate/fused), v3 on
+    part of the batch, the reference, and with ``compiled`` the compiled variants."""
     specs = [MethodSpec("erm", "erm"), MethodSpec("mixup", "mixup")]
     for version in (1, 2, 3, 4):
         for clean_pass in ("separate", "fused"):
@@ -141,8 +153,46 @@ def method_specs() -> list[MethodSpec]:
                 name = f"v{version}-{clean_pass}" + (f"-{derivative}" if version < 3 else "")
                 options = {"version": version, "clean_pass": clean_pass, "derivative": derivative}
                 specs.append(MethodSpec(name, "mixupe", options))
+    for fraction in CLEAN_FRACTIONS:
+        specs.append(MethodSpec(f"v3-cf{fraction:g}", "mixupe",
+                                {"version": 3, "clean_fraction": fraction}))
     specs.append(MethodSpec("reference-v3", "reference"))
+    if compiled:
+        by_name = {s.name: s for s in specs}
+        specs += [MethodSpec(f"{name}+compile", by_name[name].kind, by_name[name].options, True)
+                  for name in COMPILED]
     return specs
+
+
+class CompiledStep:
+    """An objective's loss with everything after its random draws compiled.
+
+    Lambda, the pairing and (for ``clean_fraction < 1``) the clean subset are drawn from the
+    objective's generator in the order the objective draws them, outside the compiled
+    function (a generator argument breaks the graph); the objective's forward and its loss,
+    the model included, run through ``torch.compile``.
+    """
+
+    def __init__(self, objective: Any) -> None:
+        self.objective = objective
+        self.mixer = getattr(objective, "mixing", objective)
+        self.step = torch.compile(self._loss)
+
+    def _loss(self, model: nn.Module, x: Tensor, y: Tensor, lam: Tensor, perm: Tensor,
+              subset: Tensor | None) -> Tensor:
+        extra = {} if subset is None else {"clean_subset": subset}
+        return self.objective(model, x, y, lam=lam, perm=perm, **extra).loss
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        g, batch = self.objective.generator, x.shape[0]
+        lam = mixupe.functional.sample_lambda(self.mixer.alpha, generator=g, dtype=x.dtype)
+        perm = mixupe.functional.sample_permutation(batch, generator=g)
+        subset = None
+        size = self.objective.clean_size(batch) if hasattr(self.objective, "clean_size") else batch
+        if size < batch:
+            subset = torch.randperm(batch, generator=g, device=g.device)[:size]
+        return self.step(model, x, y, lam.to(x.device), perm.to(x.device),
+                         None if subset is None else subset.to(x.device))
 
 
 def make_loss_fn(spec: MethodSpec, *, num_classes: int, data_mean: Tensor, seed: int) -> LossFn:
@@ -165,6 +215,8 @@ def make_loss_fn(spec: MethodSpec, *, num_classes: int, data_mean: Tensor, seed:
         )
         if spec.options["version"] in (1, 2):
             objective.set_data_mean(data_mean)
+    if spec.compiled:
+        return CompiledStep(objective)
 
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return objective(model, x, y).loss
@@ -253,6 +305,7 @@ class Contender:
     times_ms: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
     last_loss: Tensor | None = None
+    first_s: float | None = None  # the first step (for compiled methods: the compile time)
 
 
 def synthetic_batches(input_shape: tuple[int, ...], num_classes: int, batch_size: int, *,
@@ -271,6 +324,10 @@ def bench_cell(model_name: str, batch_size: int, *, steps: int, warmup: int, mem
                specs: Sequence[MethodSpec], device: torch.device, seed: int) -> dict[str, Any]:
     """Time every method on one model and batch size; returns the cell's rows."""
     input_shape, num_classes, options = MODEL_SPECS[model_name]
+    if any(spec.compiled for spec in specs):
+        # Compiled code is cached per function; the cells' models differ, so start afresh
+        # (else the recompile limit would quietly send later cells back to eager mode).
+        torch.compiler.reset()
     torch.manual_seed(seed)  # only the initial weights; the step itself uses no global RNG
     base_model = models.build(model_name, input_shape=input_shape, num_classes=num_classes,
                               **options).to(device)
@@ -294,6 +351,8 @@ def bench_cell(model_name: str, batch_size: int, *, steps: int, warmup: int, mem
             start, start_cpu = time.perf_counter(), time.process_time()
             con.last_loss = train_step(con.model, con.optimizer, con.loss_fn, x, y)
             _synchronise(device)
+            if rnd == 0:
+                con.first_s = time.perf_counter() - start
             if rnd >= warmup:
                 con.times_ms.append((time.perf_counter() - start) * 1e3)
                 con.cpu_ms.append((time.process_time() - start_cpu) * 1e3)
@@ -329,6 +388,7 @@ def bench_cell(model_name: str, batch_size: int, *, steps: int, warmup: int, mem
                                  if cpu.get("reference-v3") else None),
             "peak_mib": memory[con.spec.name],
             "finite": finite,
+            "first_step_s": con.first_s,
         })
     return {"model": model_name, "batch_size": batch_size, "rows": rows}
 
@@ -370,6 +430,9 @@ TARGETS = (
     ("v3-fused", "vs_mixup", 1.3, ("mlp",)),
     ("v1-separate-vjp", "vs_mixup", 3.0, None),
     ("v1-separate-jvp", "vs_mixup", 3.0, None),
+    ("v3-cf0.25", "vs_mixup", 1.35, ("mlp", "small-cnn")),
+    ("v3-separate+compile", "vs_reference", 1.0, ("mlp",)),
+    ("v3-fused+compile", "vs_mixup", 1.3, ("mlp",)),
 )
 
 
@@ -403,6 +466,10 @@ def format_cell(cell: dict[str, Any]) -> str:
                      f"{r['vs_mixup']:>8.2f}{r['vs_reference']:>7.2f}{r['cpu_median_ms']:>9.2f}"
                      f"{r['cpu_vs_mixup']:>10.2f}{r['cpu_vs_reference']:>8.2f}{mem:>10}{flag}")
     lines.extend(target_lines(cell))
+    compiled = [r for r in cell["rows"] if r["method"].endswith("+compile")]
+    if compiled:
+        lines.append("  compile time (first step, s): " + ", ".join(
+            f"{r['method']} {r['first_step_s']:.1f}" for r in compiled))
     return "\n".join(lines)
 
 
@@ -456,6 +523,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mem-steps", type=int, default=2, help="steps per method for peak memory")
     p.add_argument("--methods", nargs="+", default=None,
                    help="subset of methods (always adds mixup and reference-v3)")
+    p.add_argument("--compile", action="store_true",
+                   help=f"also time {', '.join(COMPILED)} through torch.compile "
+                        "(rows NAME+compile; needs a C++ compiler on CPU)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--seed", type=int, default=0)
@@ -470,16 +540,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def select_specs(names: Sequence[str] | None) -> list[MethodSpec]:
+def select_specs(names: Sequence[str] | None, *, compiled: bool = False) -> list[MethodSpec]:
     """All methods, or the named ones plus the two every ratio needs."""
-    specs = method_specs()
+    specs = method_specs(compiled=compiled)
     if names is None:
         return specs
     known = {s.name for s in specs}
-    unknown = sorted(set(names) - known)
+    unknown = sorted(set(names) - known - {s.name for s in method_specs(compiled=True)})
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}: choose from {sorted(known)}")
     wanted = set(names) | {"mixup", "reference-v3"}
+    wanted |= {f"{name}+compile" for name in wanted}  # present with --compile
     return [s for s in specs if s.name in wanted]
 
 
@@ -487,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    specs = select_specs(args.methods)
+    specs = select_specs(args.methods, compiled=args.compile)
     info = machine_info(args.threads, device)
     print(" ".join(f"{k}={v}" for k, v in info.items()), flush=True)
     checks = {m: check_reference(m, device=device, seed=args.seed) for m in args.models}

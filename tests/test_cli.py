@@ -72,6 +72,33 @@ def test_config_file_with_command_line_overrides(capsys, tmp_path: Path):
     assert code == 0 and json.loads(out2[: out2.rindex("}") + 1]) == expected.to_dict()
 
 
+def test_clean_fraction_and_cutmix_axes_from_the_command_line(capsys, tmp_path: Path):
+    runs = str(tmp_path / "runs")
+    for argv, expected in (
+        (["--method", "mixupe", "--clean-fraction", "0.25"],
+         TrainConfig(method="mixupe", clean_fraction=0.25)),
+        (["--method", "cutmix", "--cutmix-axes", "3"], TrainConfig(method="cutmix",
+                                                                   cutmix_axes=(3,))),
+        (["--method", "cutmix", "--cutmix-axes", "2,3"], TrainConfig(method="cutmix",
+                                                                     cutmix_axes=(2, 3))),
+    ):
+        code, out, _ = run_cli(capsys, "train", *argv, "--runs-root", runs, "--dry-run")
+        assert code == 0
+        assert json.loads(out[: out.rindex("}") + 1]) == expected.to_dict()
+    # a suite with --set clean_fraction: MixupE runs get their own names, the others are reused
+    names = {}
+    for extra in ([], ["--set", "clean_fraction=0.25"]):
+        code, out, _ = run_cli(capsys, "bench", "smoke", *extra, "--runs-root", runs,
+                               "--dry-run")
+        assert code == 0
+        names[bool(extra)] = [line.split(": ")[-1] for line in out.splitlines() if "/ seed" in line]
+    for before, after in zip(names[False], names[True], strict=True):
+        if "/mixupe-" in before:
+            assert after.split("/")[2] == before.split("/")[2] + "-cf0.25"
+        else:
+            assert after == before
+
+
 @pytest.mark.parametrize(
     ("argv", "pattern"),
     [

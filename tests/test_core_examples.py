@@ -18,6 +18,7 @@ NEEDS = {"mixupe.models.gin": "torch_geometric", "mixupe.data.superpixels": "ski
 CORE = {
     "mixupe", "mixupe.functional", "mixupe.objectives.base", "mixupe.objectives.hooks",
     "mixupe.objectives.mixing", "mixupe.objectives.manifold", "mixupe.objectives.mixupe",
+    "mixupe.objectives.forward_mode",
 }
 MODULES = sorted({"mixupe"} | {m.name for m in pkgutil.walk_packages(mixupe.__path__, "mixupe.")})
 

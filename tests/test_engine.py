@@ -414,3 +414,36 @@ def test_val_every_validates_every_kth_epoch_and_the_last(tmp_path: Path) -> Non
     full = [json.loads(x) for x in (every.run_dir / "metrics.jsonl").read_text().splitlines()]
     for e, acc in validated.items():
         assert full[e - 1]["val"]["acc"] == acc
+
+
+def test_clean_fraction_and_cutmix_axes_reach_the_objective(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def build(**kw: Any) -> Any:
+        return trainer_module.build_objective(_cfg(**kw), model=torch.nn.Linear(2, 2),
+                                              num_classes=3, domain="tabular",
+                                              generator=torch.Generator())
+
+    assert build(method="mixupe", clean_fraction=0.25).clean_fraction == 0.25
+    assert build(method="cutmix", cutmix_axes=(1,)).axes == (1,)
+    assert build(method="mixupe", mixing="cutmix", cutmix_axes=(1,)).mixing.axes == (1,)
+    assert build(method="mixup-cutmix", cutmix_axes=(1,)).second.axes == (1,)
+    # a short run: the clean pass sees a quarter of each batch of 64 (rounded)
+    seen: list[int] = []
+    real = trainer_module.build_objective
+
+    def spy(cfg: TrainConfig, **kw: Any) -> Any:
+        objective = real(cfg, **kw)
+
+        def call(model: torch.nn.Module, x: Any, y: torch.Tensor) -> Any:
+            out = objective(model, x, y)
+            seen.append(int(out.scores.shape[0]))
+            return out
+
+        return call
+
+    monkeypatch.setattr(trainer_module, "build_objective", spy)
+    result = train(_cfg(method="mixupe", clean_fraction=0.25, epochs=1, batch_size=64),
+                   runs_root=tmp_path, progress=False)
+    assert result.complete and len(seen) > 1
+    assert seen[:-1] == [16] * (len(seen) - 1) and 1 <= seen[-1] <= 16  # a shorter last batch

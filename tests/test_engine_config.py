@@ -36,13 +36,14 @@ def test_every_hyper_parameter_changes_the_name() -> None:
         "milestones": (3,), "gamma": 0.5, "model_options": {"width": 8},
         "data_options": {"subset": 100}, "fgsm_eps": 0.1, "ece_bins": 10, "seed": 1,
         "amp": True, "data_seed": 0, "full_eval": "each-epoch", "val_every": 2,
+        "clean_fraction": 0.25,
     }
     # the Mixup family's knobs, varied from a base that uses them all
     family_base = TrainConfig(method="mixupe", mixing="mixup-cutmix")
     family = {
         "mixer_options": {"decay_power": 2.0}, "mix_prob": 0.5, "off_epoch": 3,
         "label_alpha": 0.5, "cutmix_alpha": 0.3, "cutmix_minmax": (0.2, 0.8),
-        "switch_prob": 0.2, "sam_rho": 0.05,
+        "switch_prob": 0.2, "sam_rho": 0.05, "cutmix_axes": (3,),
     }
     # every field but the placement option is varied here (method and schedule by the base)
     every = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -55,6 +56,28 @@ def test_every_hyper_parameter_changes_the_name() -> None:
             names.add(name)
     # device says where a run executes, not what it computes
     assert dataclasses.replace(base, device="cpu").run_name() == base.run_name()
+    for cut in (TrainConfig(method="cutmix"), TrainConfig(method="mixupe", mixing="cutmix")):
+        axes = dataclasses.replace(cut, cutmix_axes=(3,)).run_name()
+        assert axes != cut.run_name() and "-axes3" in axes
+
+
+def test_clean_fraction_and_cutmix_axes_in_names_and_checks() -> None:
+    name = TrainConfig(method="mixupe", clean_fraction=0.25).run_name()
+    assert name.split("/")[2] == "mixupe-v3-a1-eta0.001-t1-sign-1-cf0.25"
+    # options without effect are reset, so those runs keep their names
+    for method in ("erm", "mixup", "cutmix", "manifold"):
+        assert TrainConfig(method=method, clean_fraction=0.25).run_name() == \
+            TrainConfig(method=method).run_name()
+    for cfg in (TrainConfig(method="mixup"), TrainConfig(method="mixupe")):
+        assert dataclasses.replace(cfg, cutmix_axes=(1,)).run_name() == cfg.run_name()
+    assert TrainConfig(method="cutmix", cutmix_axes=[2, 3]).cutmix_axes == (2, 3)
+    assert TrainConfig.from_dict({"method": "cutmix", "cutmix_axes": [1]}).cutmix_axes == (1,)
+    for bad in (0.0, 1.5, float("nan"), True):
+        with pytest.raises(ConfigError, match=r"clean_fraction=.* (must be|is out of range)"):
+            TrainConfig(method="mixupe", clean_fraction=bad)
+    for axes in ((0,), (1, 1), (1, 2, 3), ("1",)):
+        with pytest.raises(ConfigError, match=r"cutmix_axes=.* must be one or two distinct"):
+            TrainConfig(method="cutmix", cutmix_axes=axes)
 
 
 def test_normalized_merges_equivalent_runs() -> None:

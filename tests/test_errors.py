@@ -202,11 +202,83 @@ def test_given_lam_and_perm_are_checked():
         mixupe.ERM(num_classes=3)(net(), X, Y, lam=0.5)
 
 
+@pytest.mark.parametrize("lam", [torch.tensor(1.5), torch.tensor(-0.25),
+                                 torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 1.25]),
+                                 torch.tensor(float("nan"))])
+def test_tensor_lam_outside_unit_interval_is_refused_like_a_float(lam):
+    for objective in (mixupe.Mixup(num_classes=3, per_sample=True),
+                      mixupe.CutMix(num_classes=3, spatial_dims=1),
+                      mixupe.ManifoldMixup(layers=["1"], num_classes=3),
+                      mixupe.MixupE(num_classes=3)):
+        with pytest.raises(ConfigError, match=r"lam holds .*, outside \[0, 1\]"):
+            objective(net(), X, Y, lam=lam)
+    with pytest.raises(InputError, match=r"lam of dtype torch.int64 is invalid"):
+        mixupe.Mixup(num_classes=3)(net(), X, Y, lam=torch.tensor(1))
+
+
+def test_perm_with_duplicate_indices_is_refused():
+    with pytest.raises(InputError, match=r"perm holds index 1 2 times.*each index once"):
+        mixupe.Mixup(num_classes=3)(net(), X, Y, perm=torch.tensor([0, 1, 1, 3, 4, 5]))
+
+
+@pytest.mark.parametrize("soft", [
+    torch.tensor([[1.5, -0.5, 0.0]] * 6),   # negative entry, rows sum to 1
+    torch.tensor([[0.5, 0.5, 0.5]] * 6),    # rows sum to 1.5
+])
+def test_soft_targets_that_are_not_distributions_are_refused(soft):
+    for objective in (mixupe.ERM(), mixupe.Mixup(), mixupe.MixupE()):
+        with pytest.raises(InputError, match=r"probability distribution"):
+            objective(net(), X, soft)
+
+
+def test_integer_inputs_to_input_mixing_are_refused():
+    """The issue's reproduction: uint8/int inputs would be mixed with lambda cast to 0."""
+    f = nn.Sequential(nn.Flatten(), nn.Linear(2, 3))
+    x = torch.tensor([[10, 0], [20, 0], [30, 0], [40, 0]])
+    y = torch.tensor([0, 1, 2, 0])
+    perm = torch.tensor([1, 0, 3, 2])
+    for objective in (mixupe.Mixup(alpha=1.0, num_classes=3),
+                      mixupe.ManifoldMixup(layers=["input"], num_classes=3),
+                      mixupe.MixupE(version=3, num_classes=3)):
+        with pytest.raises(InputError, match=r"cannot mix inputs of dtype torch.int64.*float"):
+            objective(f, x, y, lam=0.7, perm=perm)
+    # CutMix pastes values, so integer inputs stay exact; versions 1/2 need a derivative though
+    pasted = mixupe.CutMix(num_classes=3)(lambda t: f(t.float()), x, y, lam=0.5, perm=perm)
+    assert pasted.loss.isfinite()
+    obj = mixupe.MixupE(version=1, mixing=mixupe.CutMix(num_classes=3))
+    obj.set_data_mean(torch.zeros(2))
+    with pytest.raises(ConfigError, match=r"version 1 differentiates.*floating-point inputs"):
+        obj(lambda t: f(t.float()), x, y)
+
+
+@pytest.mark.parametrize(("make", "pattern"), [
+    (lambda: mixupe.Mixup(alpha=True, num_classes=3), r"alpha=True is invalid"),
+    (lambda: mixupe.MixupE(alpha=True, num_classes=3), r"alpha=True is invalid"),
+    (lambda: MF.sample_lambda(True, generator=gen()), r"alpha=True is invalid"),
+    (lambda: mixupe.MixupE(version=3.0, num_classes=3), r"version=3.0 is unknown"),
+    (lambda: mixupe.MixupE(eta=True, num_classes=3), r"eta=True is invalid"),
+    (lambda: mixupe.MixupE(threshold=True, num_classes=3), r"threshold=True is invalid"),
+    (lambda: mixupe.Mixup(seed="abc", num_classes=3), r"seed='abc' is invalid: pass an integer"),
+    (lambda: mixupe.MixupE(seed=1.5, num_classes=3), r"seed=1.5 is invalid"),
+    (lambda: mixupe.ERM(seed=True, num_classes=3), r"seed=True is invalid"),
+])
+def test_booleans_floats_and_strings_are_not_silently_converted(make, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        make()
+
+
 def test_cutmix_shape_errors():
     with pytest.raises(ConfigError, match=r"cannot infer the CutMix box.*spatial_dims=1"):
         mixupe.CutMix(num_classes=3)(net(), torch.zeros(6, 1, 2, 2, 2), Y)
     with pytest.raises(ConfigError, match=r"spatial_dims=3 is invalid"):
         mixupe.CutMix(spatial_dims=3, num_classes=3)
+    for axes in ((0,), (1, 2, 3), (2, 2), "1", (True,)):
+        with pytest.raises(ConfigError, match=r"axes=.* is invalid: pass one or two distinct"):
+            mixupe.CutMix(axes=axes, num_classes=3)
+    with pytest.raises(ConfigError, match=r"both axes=\(1,\) and spatial_dims=1"):
+        mixupe.CutMix(axes=(1,), spatial_dims=1, num_classes=3)
+    with pytest.raises(ConfigError, match=r"axes=\(3,\) do not fit inputs of shape \(6, 4\)"):
+        mixupe.CutMix(axes=(3,), num_classes=3)(net(), X, Y)
     with pytest.raises(InputError, match=r"CutMix spatial shape \(2, 2, 2\) is unsupported"):
         MF.cutmix_mask((2, 2, 2), torch.tensor(0.5), generator=gen())
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mixupe import functional as MF
+from mixupe.errors import InputError
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -28,6 +29,46 @@ def test_lambda_moments_match_beta_closed_form():
     assert abs(float(lam.mean()) - 0.5) < 0.01
     assert abs(float(lam.var()) - 1 / (4 * (2 * alpha + 1))) < 0.005
     assert float(lam.min()) >= 0.0 and float(lam.max()) <= 1.0
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 0.51, 1.0, 2.0, 7.5, 400.0])
+def test_lambda_follows_scipy_beta_by_kolmogorov_smirnov(alpha):
+    """20000 per-sample draws against scipy's Beta(alpha, alpha) CDF.
+
+    Tolerance: the KS statistic must stay below the two-sided 0.1 % critical value
+    sqrt(-ln(0.0005) / 2) / sqrt(n) = 0.0138; the same draws against Beta(1.1 alpha, alpha)
+    must exceed it, so the test can tell a slightly wrong distribution apart.
+    """
+    from scipy import stats
+
+    n = 20000
+    lam = MF.sample_lambda(alpha, batch_size=n, per_sample=True, generator=gen(7),
+                           dtype=torch.float64).numpy()
+    critical = math.sqrt(-math.log(0.0005) / 2) / math.sqrt(n)
+    assert stats.kstest(lam, stats.beta(alpha, alpha).cdf).statistic < critical
+    assert stats.kstest(lam, stats.beta(1.1 * alpha, alpha).cdf).statistic > critical
+    # per-batch draws come from the same distribution
+    g = gen(9)
+    per_batch = [float(MF.sample_lambda(alpha, generator=g)) for _ in range(2000)]
+    assert stats.kstest(per_batch, stats.beta(alpha, alpha).cdf).pvalue > 1e-3
+
+
+def test_lambda_sampling_uses_only_public_generator_aware_calls():
+    import inspect
+
+    source = inspect.getsource(MF)
+    assert "torch._" not in source  # no private sampler (e.g. torch._sample_dirichlet)
+    # one generator state fixes the draws; the next call continues the stream
+    g1, g2 = gen(5), gen(5)
+    a = MF.sample_lambda(0.4, batch_size=9, per_sample=True, generator=g1)
+    b = MF.sample_lambda(0.4, batch_size=9, per_sample=True, generator=g2)
+    assert torch.equal(a, b) and torch.equal(g1.get_state(), g2.get_state())
+    assert not torch.equal(MF.sample_lambda(0.4, batch_size=9, per_sample=True, generator=g1), a)
+    # tiny alpha does not underflow into NaN: Beta(0.01, 0.01) puts its mass near 0 and 1
+    tiny = MF.sample_lambda(0.01, batch_size=5000, per_sample=True, generator=gen(1),
+                            dtype=torch.float64)
+    assert bool(torch.isfinite(tiny).all()) and float(tiny.min()) >= 0 and float(tiny.max()) <= 1
+    assert float(((tiny < 0.01) | (tiny > 0.99)).double().mean()) > 0.9
 
 
 def test_lambda_shapes_and_per_batch_scalar():
@@ -70,6 +111,24 @@ def test_mix_inputs_matches_loop_and_does_not_mutate():
     assert torch.equal(x, x_copy)
 
 
+def test_mix_inputs_keeps_float64_for_a_python_float_lambda():
+    x = randn(4, 3)
+    perm = torch.tensor([1, 0, 3, 2])
+    got = MF.mix_inputs(x, perm, 0.123)
+    assert torch.equal(got, x * 0.123 + x[perm] * (1 - 0.123))  # 0.123 not rounded to float32
+    t = MF.mix_targets(torch.tensor([0, 1, 2, 0]), perm, 0.123, num_classes=3,
+                       dtype=torch.float64)
+    assert float(t[0, 0]) == 0.123
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+def test_mix_inputs_refuses_integer_inputs(dtype):
+    x = torch.tensor([[10, 0], [20, 0], [30, 0], [40, 0]]).to(dtype)
+    with pytest.raises(InputError, match=rf"cannot mix inputs of dtype {dtype}.*x.float\(\) "
+                                         r"/ 255.*ManifoldMixup"):
+        MF.mix_inputs(x, torch.tensor([1, 0, 3, 2]), 0.7)
+
+
 def test_mix_inputs_keeps_half_precision():
     x = randn(4, 3).to(torch.bfloat16)
     assert MF.mix_inputs(x, torch.tensor([1, 0, 3, 2]), torch.tensor(0.3)).dtype == torch.bfloat16
@@ -106,6 +165,22 @@ def test_mix_targets_soft_and_per_sample():
 def test_one_hot_matches_torch():
     y = torch.tensor([3, 0, 1, 1])
     assert torch.equal(MF.one_hot(y, 4), F.one_hot(y, 4).float())
+
+
+def test_one_hot_of_out_of_range_labels_is_nan_so_the_loss_cannot_hide_it():
+    t = MF.one_hot(torch.tensor([1, 4, -1]), 4)
+    assert torch.equal(t[0], torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    assert bool(t[1:].isnan().all())
+    assert bool(MF.soft_cross_entropy(torch.zeros(3, 4), t).isnan())
+
+
+def test_check_soft_targets():
+    MF.check_soft_targets(torch.softmax(randn(5, 4), 1))
+    MF.check_soft_targets(torch.softmax(randn(5, 4), 1).float())
+    with pytest.raises(InputError, match=r"negative entry \(-0.5\).*probability distribution"):
+        MF.check_soft_targets(torch.tensor([[1.5, -0.5], [0.5, 0.5]]))
+    with pytest.raises(InputError, match=r"row 1 sums to 0.9, not 1.*normalise the rows"):
+        MF.check_soft_targets(torch.tensor([[0.5, 0.5], [0.3, 0.6]]))
 
 
 def test_soft_cross_entropy_matches_builtin_and_formula():

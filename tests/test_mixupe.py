@@ -201,6 +201,142 @@ def test_vjp_and_jvp_with_train_batchnorm_differ_per_sample_but_not_in_sum():
     torch.testing.assert_close(out_v.scores.sum().detach(), out_j.scores.sum().detach())
 
 
+def _flat_grad(net: nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in net.parameters()])
+
+
+def _shift(net: nn.Module, direction: torch.Tensor, step: float) -> None:
+    with torch.no_grad():
+        offset = 0
+        for p in net.parameters():
+            p.add_(step * direction[offset : offset + p.numel()].reshape(p.shape))
+            offset += p.numel()
+
+
+def bn_mlp() -> nn.Module:
+    # BatchNorm after a non-linearity: right after the first Linear it would make the whole
+    # batch's derivative along x_bar - x (an affine map of the batch) vanish.
+    return seeded(nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6), nn.BatchNorm1d(6),
+                                nn.Tanh(), nn.Linear(6, K)))
+
+
+def in_cnn() -> nn.Module:
+    return seeded(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.InstanceNorm2d(2, affine=True),
+                                nn.Tanh(), nn.Flatten(), nn.Linear(2 * 4 * 5, K)))
+
+
+def version1_by_hand(net, x, xbar, *, eta, fused, r0=None, t=1e-4):
+    """Version 1 without selection or rescaling, from METHOD.md, with the residual ``r0`` held
+    fixed (it is detached in the method) and the directional derivative of the whole batch's
+    ``sum_i r_i^T f(x)_i`` along ``xbar - x`` as a central difference (train-mode
+    normalisation couples the samples, and the sum of the per-sample scores is this
+    derivative)."""
+    b = x.shape[0]
+    x_mix = LAM * x + (1 - LAM) * x[PERM]
+
+    def run(clean_in):
+        if fused:
+            out = net(torch.cat([x_mix, clean_in]))
+            return out[:b], out[b:]
+        return net(x_mix), net(clean_in)
+
+    f_mix, f_clean = run(x)
+    l_mix = sum(LAM * ce(f_mix[i], int(Y[i])) + (1 - LAM) * ce(f_mix[i], int(Y[int(PERM[i])]))
+                for i in range(b)) / b
+    if r0 is None:
+        r0 = (torch.softmax(f_clean, 1) - torch.eye(K, dtype=torch.float64)[Y]).detach()
+    d = xbar - x
+    up, down = run(x + t * d)[1], run(x - t * d)[1]
+    term = (r0 * (up - down)).sum() / (2 * t)
+    return l_mix + eta * (ALPHA / (2 * ALPHA + 1)) * term / b, r0
+
+
+@pytest.mark.parametrize("derivative", ["jvp", "vjp"])
+@pytest.mark.parametrize("clean_pass", ["separate", "fused"])
+@pytest.mark.parametrize("model_kind", ["bn_mlp", "instance_norm_cnn"])
+def test_parameter_gradient_with_batch_statistics_equals_finite_differences(
+    model_kind, clean_pass, derivative
+):
+    """The parameter gradient of version 1 along a random direction equals central
+    differences of the loss written by hand (float64, train-mode normalisation). PyTorch's own
+    forward-mode rule for batch statistics fails this (0.054 against -0.052 in the issue)."""
+    net = bn_mlp() if model_kind == "bn_mlp" else in_cnn()
+    x = inputs_for("mlp" if model_kind == "bn_mlp" else "cnn")
+    xbar = randn(*x.shape[1:], seed=9) * 0.3
+    eta, fused = 2.0, clean_pass == "fused"
+    obj = mixupe.MixupE(mixing=mixupe.Mixup(alpha=ALPHA, num_classes=K), version=1, eta=eta,
+                        threshold=None, rescale=False, derivative=derivative,
+                        clean_pass=clean_pass)
+    obj.set_data_mean(xbar)
+    out = obj(net, x, Y, lam=LAM, perm=PERM)
+    out.loss.backward()
+    g_lib = _flat_grad(net)
+    net.zero_grad()
+    mixupe.Mixup(alpha=ALPHA, num_classes=K)(net, x, Y, lam=LAM, perm=PERM).loss.backward()
+    g_term = g_lib - _flat_grad(net)  # what the MixupE term adds
+    assert float(g_term.norm()) > 0.05
+    with torch.no_grad():
+        hand, r0 = version1_by_hand(net, x, xbar, eta=eta, fused=fused)
+    assert float(out.loss.detach()) == pytest.approx(float(hand), rel=1e-7)
+    step = 1e-4
+    random = torch.randn(g_lib.shape, generator=gen(3), dtype=torch.float64)
+    for direction in (random, g_term / g_term.norm()):
+        values = []
+        for sign in (1, -1):
+            _shift(net, direction, sign * step)
+            with torch.no_grad():
+                values.append(float(version1_by_hand(net, x, xbar, eta=eta, fused=fused,
+                                                     r0=r0)[0]))
+            _shift(net, direction, -sign * step)
+        numeric = (values[0] - values[1]) / (2 * step)
+        analytic = float(g_lib @ direction)
+        assert abs(analytic - numeric) < 1e-6 * max(1.0, abs(numeric)), (analytic, numeric)
+
+
+def test_jvp_running_statistics_update_like_pytorch():
+    """The elementary normalisation of the jvp pass updates running statistics as BatchNorm
+    and InstanceNorm do."""
+    for make, x in ((bn_mlp, inputs_for("mlp")), (in_cnn, inputs_for("cnn"))):
+        base = make()
+        for module in base.modules():
+            if isinstance(module, nn.InstanceNorm2d):
+                module.track_running_stats = True
+                module.register_buffer("running_mean", torch.zeros(2, dtype=torch.float64))
+                module.register_buffer("running_var", torch.ones(2, dtype=torch.float64))
+                module.register_buffer("num_batches_tracked", torch.tensor(0))
+        nets = {d: copy.deepcopy(base) for d in ("vjp", "jvp")}
+        for derivative, net in nets.items():
+            obj = mixupe.MixupE(mixing=mixupe.Mixup(alpha=ALPHA, num_classes=K), version=1,
+                                derivative=derivative)
+            obj.set_data_mean(torch.zeros(x.shape[1:], dtype=torch.float64))
+            obj(net, x, Y, lam=LAM, perm=PERM)
+        for a, b in zip(nets["vjp"].buffers(), nets["jvp"].buffers(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+class Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(4, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x).mean(1))
+
+
+def test_forward_ad_gaps_in_pytorch_say_to_use_vjp():
+    net = Attention().eval()  # eval mode takes PyTorch's fused attention kernel
+    x = torch.randn(6, 5, 4, generator=gen(1))
+    obj = mixupe.MixupE(mixing=mixupe.Mixup(alpha=ALPHA, num_classes=K), version=1,
+                        derivative="jvp")
+    obj.set_data_mean(torch.zeros(5, 4))
+    with pytest.raises(mixupe.ConfigError, match=r"forward-mode AD.*derivative='vjp'"):
+        obj(net, x, Y)
+    vjp = mixupe.MixupE(mixing=mixupe.Mixup(alpha=ALPHA, num_classes=K), version=1)
+    vjp.set_data_mean(torch.zeros(5, 4))
+    assert vjp(net, x, Y).loss.isfinite()
+
+
 @pytest.mark.parametrize("version", [1, 2, 3, 4])
 @pytest.mark.parametrize("mixing", ["mixup", "manifold"])
 def test_fused_equals_separate_without_batchnorm(version, mixing):
@@ -339,14 +475,38 @@ def test_stats_describe_the_regulariser():
 
 
 @pytest.mark.parametrize("version", [1, 2, 3, 4])
-def test_batch_of_one_and_odd_batches(version):
-    net, x = make_mlp(), inputs_for("mlp")
-    obj = mixupe.MixupE(version=version, num_classes=K, eta=0.5)
-    obj.set_data_mean(torch.zeros(4))
+def test_batch_of_one_and_odd_batches_equal_the_reference(version):
+    """A batch of one is paired with itself, so L_mix is the plain cross-entropy whatever
+    lambda is drawn; the loss, scores and gradients equal METHOD.md's table by hand."""
+    base, x = make_mlp(), inputs_for("mlp")
+    xbar = randn(4, seed=9) * 0.3
     for b in (1, 5):
-        out = obj(net, x[:b], Y[:b])
+        obj = mixupe.MixupE(mixing=mixupe.Mixup(alpha=ALPHA, num_classes=K, seed=b),
+                            version=version, eta=0.5, threshold=None, rescale=False)
+        obj.set_data_mean(xbar)
+        lib_net, ref_net = copy.deepcopy(base), copy.deepcopy(base)
+        out = obj(lib_net, x[:b], Y[:b])  # lambda and the pairing drawn by the objective
         out.loss.backward()
-        assert torch.isfinite(out.loss)
+        if b == 1:
+            assert out.perm.tolist() == [0] and 0 < float(out.lam) < 1
+        ref_loss, ref_scores = reference(ref_net, x[:b], Y[:b], version=version, eta=0.5,
+                                         threshold=None, rescale=False, fast_sign=-1, xbar=xbar,
+                                         lam=float(out.lam), perm=out.perm)
+        ref_loss.backward()
+        torch.testing.assert_close(out.scores.detach(), ref_scores, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(out.loss.detach(), ref_loss.detach(), rtol=1e-9, atol=1e-12)
+        for g_lib, g_ref in zip(grads(lib_net), grads(ref_net), strict=True):
+            torch.testing.assert_close(g_lib, g_ref, rtol=1e-9, atol=1e-12)
+    # and by hand for b = 1, version 3: L = CE(f, y) - eta c (Y - p)^T f
+    if version == 3:
+        with torch.no_grad():
+            f = base(x[:1])[0]
+            p = torch.softmax(f, 0)
+            onehot = torch.eye(K, dtype=torch.float64)[int(Y[0])]
+            hand = ce(f, int(Y[0])) - 0.5 * (ALPHA / (2 * ALPHA + 1)) * ((onehot - p) @ f)
+        obj = mixupe.MixupE(mixing=mixupe.Mixup(alpha=ALPHA, num_classes=K), version=3,
+                            eta=0.5, threshold=None, rescale=False)
+        assert float(obj(base, x[:1], Y[:1]).loss) == pytest.approx(float(hand), rel=1e-12)
 
 
 @pytest.mark.parametrize("version", [1, 3])

@@ -1,7 +1,20 @@
 """Every model runs every objective on its own domain's data, MixupE versions 1 and 3 included;
-graphs refuse input-space mixing and mix the pooled embedding instead."""
+graphs refuse input-space mixing and mix the pooled embedding instead.
+
+"The clean loss went down" alone would pass with the MixupE term dropped or its sign flipped,
+so each MixupE case first checks its parameter gradient, in float64 and in train mode
+(BatchNorm, dropout), against the loss written out here by hand: Mixup's loss plus
+``sign eta c`` times the sum of the selected scores, rescaled. The version-3 score is its
+formula; the version-1 score of sample j is a central difference of the whole batch's
+``sum_i r_i^T f_i`` with only sample j (input or representation) moved along its direction,
+which is what the released double backward computes under train-mode BatchNorm. The same
+check asserts that the hand loss with the term dropped or with its sign flipped gives a
+clearly different gradient.
+"""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -53,8 +66,12 @@ def make_objective(kind: str, k: int, train_x: torch.Tensor | None):
         mixing = mixupe.ManifoldMixup(alpha=2.0, num_classes=k)
     else:
         mixing = mixupe.Mixup(alpha=2.0, num_classes=k)
+    # Version 1 selects the scores below 0: with every score selected its term is the whole
+    # batch's derivative along x_bar - x, which train-mode BatchNorm right after the first
+    # linear map (the MLP here) makes vanish, since moving the batch towards its mean is
+    # an affine map of every feature.
     objective = mixupe.MixupE(alpha=2.0, eta=0.1, version=version, mixing=mixing,
-                              num_classes=k, seed=0)
+                              num_classes=k, seed=0, threshold=0.0 if version == 1 else 1.0)
     if version == 1 and train_x is not None:
         # A leading 1 keeps single-channel image means (1, H, W) unambiguous.
         objective.set_data_mean(train_x.mean(0, keepdim=True))
@@ -79,9 +96,103 @@ def clean_loss(net, x, y) -> float:
     return loss
 
 
+def to_double(x):
+    """float64, with a little noise: exact ties (digits have many equal pixels) make max-pooling
+    non-differentiable, where a central difference and a gradient disagree."""
+    g = torch.Generator().manual_seed(5)
+    if isinstance(x, torch.Tensor):
+        return x.double() + 5e-2 * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    x = x.clone()  # a PyG batch: only the node features are floating point
+    x.x = x.x.double() + 5e-2 * torch.randn(x.x.shape, generator=g, dtype=torch.float64)
+    return x
+
+
+def run_at(net, x, layer, fn):
+    """``net(x)`` with the output of ``layer`` (or the input) replaced by ``fn(h)``."""
+    if layer == "input":
+        return net(fn(x))
+    handle = net.get_submodule(layer).register_forward_hook(lambda _m, _a, h: fn(h))
+    try:
+        return net(x)
+    finally:
+        handle.remove()
+
+
+def hand_parts(net, x, y, out, objective, data_mean, seed):
+    """Mixup's loss and the MixupE term (the sum of the selected scores) of the step ``out``
+    describes, by hand (see above), with the gradient of each."""
+    lam, perm, layer = float(out.lam), out.perm, out.layer
+    k, b = objective.num_classes, len(y)
+    torch.manual_seed(seed)  # the dropout masks of the library's mixed pass ...
+    logits_mix = run_at(net, x, layer, lambda h: lam * h + (1 - lam) * h[perm])
+    after_mix = torch.get_rng_state()  # ... and of its clean pass
+    l_mix = (lam * F.cross_entropy(logits_mix, y)
+             + (1 - lam) * F.cross_entropy(logits_mix, y[perm]))
+    onehot = F.one_hot(y, k).double()
+
+    def clean(sample=0, t=0.0):
+        torch.set_rng_state(after_mix)
+        if objective.version == 3:
+            return net(x)
+
+        def move(h):
+            target = data_mean if layer == "input" else h.detach().mean(0)
+            only = (torch.arange(h.shape[0]) == sample).reshape(-1, *[1] * (h.dim() - 1))
+            return h + t * only * (target - h.detach())
+
+        return run_at(net, x, layer, move)
+
+    if objective.version == 3:
+        f = clean()
+        scores = ((onehot - f.softmax(1)) * f).sum(1)
+    else:
+        step = 1e-7
+        r = (clean().softmax(1) - onehot).detach()
+        scores = torch.stack([((r * clean(j, step)).sum() - (r * clean(j, -step)).sum())
+                              / (2 * step) for j in range(b)])
+    term = (scores * (scores.detach() < objective.threshold)).sum()
+    parts = []
+    for value in (l_mix, term):
+        net.zero_grad()
+        value.backward(retain_graph=True)
+        parts.append((float(value), [torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                                     for p in net.parameters()]))
+    return parts
+
+
+def check_mixupe_gradient(model_name: str, kind: str, net, x, y, ds) -> None:
+    net64, x64 = copy.deepcopy(net).double(), to_double(x)
+    train_x = ds.train.x.double() if ds.domain != "graphs" else None
+    objective = make_objective(kind, ds.num_classes, train_x)
+    data_mean = train_x.mean(0) if train_x is not None else None
+    lib_net, seed = copy.deepcopy(net64), 1234
+    torch.manual_seed(seed)
+    out = objective(lib_net, x64, y)
+    out.loss.backward()
+    got = [torch.zeros_like(p) if p.grad is None else p.grad for p in lib_net.parameters()]
+    (l_mix, g_mix), (term, g_term) = hand_parts(copy.deepcopy(net64), x64, y, out, objective,
+                                                data_mean, seed)
+    sign = -1.0 if objective.version == 3 else 1.0
+    weight = sign * objective.eta * objective.c / len(y)
+
+    def by_hand(term_sign: float) -> list[torch.Tensor]:
+        scale = abs(l_mix) / abs(l_mix + term_sign * weight * term)  # the rescaling
+        return [scale * (a + term_sign * weight * c) for a, c in zip(g_mix, g_term, strict=True)]
+
+    size = max(float(g.abs().max()) for g in got)
+    for a, b in zip(got, by_hand(1.0), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * size, msg=f"{model_name}/{kind}")
+    for term_sign in (0.0, -1.0):  # the term dropped, or its sign flipped: clearly different
+        gap = max(float((a - b).abs().max()) for a, b in zip(got, by_hand(term_sign),
+                                                             strict=True))
+        assert gap > 1e-3 * size, f"{model_name}/{kind}: the term changes the gradient by {gap}"
+
+
 def run_and_train(model_name: str, kind: str):
     ds, net, x, y = model_and_batch(model_name)
     train_x = ds.train.x if ds.domain != "graphs" else None
+    if kind.startswith("mixupe"):
+        check_mixupe_gradient(model_name, kind, net, x, y, ds)
     objective = make_objective(kind, ds.num_classes, train_x)
     out = objective(net, x, y)
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)
@@ -161,3 +272,19 @@ def test_mixupe_v3_loss_matches_a_hand_computation(model_name):
     c = alpha / (2 * alpha + 1)
     expected = mix_loss - eta * c * (scores * selected).sum() / len(y)
     assert torch.allclose(out.loss, expected, atol=1e-5)
+
+
+def test_gin_clean_subset_is_a_batch_of_the_chosen_graphs():
+    """MixupE's clean pass on part of a graph batch runs the model on exactly those graphs."""
+    ds, net, x, y = model_and_batch("gin", n=10)
+    net.eval()
+    index = torch.tensor([7, 1, 4])
+    mixing = mixupe.ManifoldMixup(alpha=2.0, layers=["pool"], num_classes=ds.num_classes)
+    objective = mixupe.MixupE(eta=0.5, version=3, mixing=mixing, clean_fraction=0.3,
+                              rescale=False)
+    out = objective(net, x, y, clean_subset=index)
+    chosen = type(x).from_data_list([x.get_example(int(i)) for i in index])
+    logits = net(chosen)
+    onehot = F.one_hot(y[index], ds.num_classes).float()
+    torch.testing.assert_close(out.clean_logits, logits)
+    torch.testing.assert_close(out.scores, ((onehot - logits.softmax(1)) * logits).sum(1))

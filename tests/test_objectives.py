@@ -11,6 +11,7 @@ from torch import nn
 
 import mixupe
 from mixupe import functional as MF
+from mixupe.errors import NonFiniteLossError
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -129,6 +130,48 @@ def test_cutmix_given_lambda_without_correction_is_kept():
     assert float(out.lam) == pytest.approx(0.6)
 
 
+class Recorder(nn.Module):
+    """Returns fixed logits and keeps the batch it was called with."""
+
+    def __init__(self, k: int = 3) -> None:
+        super().__init__()
+        self.k = k
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x)
+        return torch.zeros(x.shape[0], self.k, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(("shape", "axes", "cut_axes"), [
+    ((5, 9, 4), (1,), (1,)),          # batch-first sequence (B, L, D): cut time steps
+    ((5, 9, 4), None, (2,)),          # default for rank 3: the last axis (B, C, L)
+    ((5, 9, 4), (-2,), (1,)),         # negative axes count from the end
+    ((5, 2, 6, 7), (3,), (3,)),       # spectrogram (B, 1, F, T): time only
+    ((5, 2, 6, 7), None, (2, 3)),     # default for rank 4: H and W
+    ((5, 6, 3, 7), (1, 3), (1, 3)),   # any two axes
+])
+def test_cutmix_axes_paste_whole_slices_along_the_chosen_axes(shape, axes, cut_axes):
+    x = randn(*shape, seed=3)
+    perm = torch.tensor([2, 0, 4, 1, 3])
+    net = Recorder()
+    out = mixupe.CutMix(alpha=1.0, axes=axes, num_classes=3, seed=5, per_sample=True)(
+        net, x, torch.arange(5) % 3, perm=perm)
+    mixed = net.seen[0]
+    for i in range(5):
+        # an index along the cut axes is pasted iff every element there comes from x[perm[i]]
+        pasted = (mixed[i] == x[int(perm[i])]) & (mixed[i] != x[i])
+        kept = mixed[i] == x[i]
+        assert bool((pasted | kept).all())
+        other = [a - 1 for a in range(1, len(shape)) if a not in cut_axes]
+        along = pasted.all(dim=other) if other else pasted
+        across = pasted.any(dim=other) if other else pasted
+        assert torch.equal(along, across)  # whole slices across the uncut axes
+        assert tuple(along.shape) == tuple(shape[a] for a in cut_axes)
+        kept_fraction = 1 - float(along.double().mean())
+        assert abs(float(out.lam[i]) - kept_fraction) < 1e-12
+
+
 def test_cutmix_on_tabular_batches_uses_a_1d_box():
     net = mlp(d=8)
     out = mixupe.CutMix(alpha=1.0, num_classes=3, seed=1)(net, randn(5, 8), torch.arange(5) % 3)
@@ -188,8 +231,15 @@ def test_stats_are_lazy_and_tensors_are_exposed():
 def test_validation_can_be_switched_off():
     net = mlp()
     x, y = randn(4, 5), torch.tensor([0, 1, 2, 7])  # label 7 out of range
-    out = mixupe.ERM(num_classes=3, validate=False)(net, x, y)  # no check, no raise
-    assert out.targets[3].sum() == 0  # the out-of-range row is all zero (documented)
+    out = mixupe.ERM(num_classes=3, validate=False, check_finite=False)(net, x, y)  # no check
+    # the out-of-range row is NaN, so the loss is NaN (not a silent 0) and a finite check fires
+    assert out.targets[3].isnan().all() and not out.targets[:3].isnan().any()
+    assert out.loss.isnan()
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan.*labels' range"):
+        mixupe.ERM(num_classes=3, validate=False)(net, x, y)
+    for label in (-1, 3):  # the loss of each out-of-range label alone is NaN, not 0
+        single = mixupe.Mixup(alpha=1.0, num_classes=3, validate=False, check_finite=False)
+        assert single(net, x[:1], torch.tensor([label])).loss.isnan()
     bad = torch.full((4, 5), float("nan"), dtype=torch.float64)
     out = mixupe.Mixup(alpha=1.0, num_classes=3, validate=False, check_finite=False)(
         net, bad, torch.tensor([0, 1, 2, 0])

@@ -63,6 +63,10 @@ FIELD_HELP: dict[str, str] = {
     "fast_sign": "MixupE versions 3 and 4: sign of the fast term, -1 as released or +1",
     "rescale": "MixupE: rescale the combined loss to the Mixup loss's magnitude",
     "clean_pass": "MixupE clean forward pass: separate (as released) or fused with the mixed batch",
+    "clean_fraction": "MixupE: fraction of the batch the clean pass runs on (a random subset; the "
+                      "term is its mean), in (0, 1]",
+    "cutmix_axes": "CutMix: comma-separated batch axes the box spans, e.g. 1 for (B, L, D) "
+                   "sequences or 3 for time in (B, 1, F, T) ('none' = by the input's rank)",
     "epochs": "number of training epochs",
     "batch_size": "mini-batch size",
     "optimizer": "sgd (Nesterov momentum) or adamw",

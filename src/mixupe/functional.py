@@ -29,8 +29,10 @@ from torch import Tensor
 from mixupe.errors import ConfigError, InputError
 
 __all__ = [
+    "check_alpha",
     "check_finite_tensor",
     "check_labels",
+    "check_soft_targets",
     "cutmix_mask",
     "directional_derivative_score",
     "fast_score",
@@ -44,13 +46,29 @@ __all__ = [
 ]
 
 
-def _check_alpha(alpha: float) -> None:
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+def check_alpha(alpha: float) -> None:
+    """Raise :class:`ConfigError` unless ``alpha`` is a finite number > 0 (not a bool).
+
+    Example:
+        >>> check_alpha(0.2)
+    """
+    if not (
+        isinstance(alpha, (int, float))
+        and not isinstance(alpha, bool)
+        and math.isfinite(alpha)
+        and alpha > 0
+    ):
         raise ConfigError(
             f"alpha={alpha!r} is invalid: the Beta(alpha, alpha) mixing distribution needs a "
             "finite alpha > 0 (alpha=0 would silently disable mixing). Use e.g. alpha=1.0, or "
             "the ERM objective for no mixing."
         )
+
+
+# Candidates per draw in Johnk's rejection sampler (alpha <= 1/2). Each is accepted with
+# probability Gamma(alpha + 1)^2 / Gamma(2 alpha + 1) >= pi / 4 > 0.785, so all 32 are
+# rejected with probability below 0.215 ** 32 < 1e-21; the first candidate is then used.
+_JOHNK_CANDIDATES = 32
 
 
 def sample_lambda(
@@ -64,7 +82,16 @@ def sample_lambda(
     """Draw lambda ~ Beta(alpha, alpha) on the generator's device.
 
     Returns a 0-d tensor (one lambda for the batch) or, with ``per_sample=True``, a tensor of
-    shape ``(batch_size,)``.
+    shape ``(batch_size,)``. Sampled in float64 from uniforms of ``generator`` alone (public
+    ``torch.rand``), so a seed fixes every draw, and without any branch on drawn values (no
+    host read, no device synchronisation):
+
+    - ``alpha > 1/2``: Ulrich's (1984) exact transformation of two uniforms ``U, V``,
+      ``lambda = (1 + sqrt(1 - U^(2 / (2 alpha - 1))) cos(2 pi V)) / 2`` (the first coordinate
+      of a point of the unit disc whose radial density is ``(1 - r^2)^(alpha - 3/2)``);
+    - ``alpha <= 1/2``: Johnk's (1964) method, ``X = U^(1/alpha)``, ``Y = V^(1/alpha)``,
+      ``lambda = X / (X + Y)`` given ``X + Y <= 1``, with a fixed number of candidates (the
+      first accepted one is kept; computed in logs, so tiny alphas do not underflow).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -73,12 +100,21 @@ def sample_lambda(
         >>> sample_lambda(2.0, batch_size=5, per_sample=True, generator=g).shape
         torch.Size([5])
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     n = batch_size if per_sample else 1
-    # Beta(a, a) is the first coordinate of a Dirichlet(a, a); sampled in float64 for accuracy.
-    conc = torch.full((n, 2), float(alpha), dtype=torch.float64, device=generator.device)
-    draw = torch._sample_dirichlet(conc, generator=generator)
-    return draw[:, 0].to(dtype) if per_sample else draw[0, 0].to(dtype)
+    opts = {"generator": generator, "device": generator.device, "dtype": torch.float64}
+    if alpha > 0.5:
+        u = torch.rand((2, n), **opts)
+        # In float64, 1 - U^k keeps about 16 + log10(k) significant digits even for a tiny
+        # k (a large alpha), far more than the float32 lambda needs.
+        half_radius = u[0].pow_(2.0 / (2.0 * alpha - 1.0)).neg_().add_(1.0).sqrt_().mul_(0.5)
+        lam = u[1].mul_(2.0 * math.pi).cos_().mul_(half_radius).add_(0.5)
+    else:
+        logs = (1.0 - torch.rand((2, n, _JOHNK_CANDIDATES), **opts)).log() / alpha
+        accept = torch.logaddexp(logs[0], logs[1]) <= 0  # X + Y <= 1
+        first = accept.to(torch.int8).argmax(dim=-1, keepdim=True)  # the first True (0 if none)
+        lam = torch.sigmoid((logs[0] - logs[1]).gather(-1, first)).squeeze(-1)  # X / (X + Y)
+    return lam.to(dtype) if per_sample else lam[0].to(dtype)
 
 
 def sample_permutation(batch_size: int, *, generator: torch.Generator) -> Tensor:
@@ -103,31 +139,52 @@ def mix_inputs(x: Tensor, perm: Tensor, lam: Tensor | float) -> Tensor:
     """Return ``lam * x + (1 - lam) * x[perm]`` (a new tensor; ``x`` is not modified).
 
     ``lam`` is a float, a 0-d tensor, or a ``(B,)`` tensor of per-sample lambdas. The result has
-    the dtype of ``x`` (lambda is cast to it, which keeps half precision under autocast).
+    the dtype of ``x`` (lambda is cast to it, which keeps half precision under autocast, and a
+    Python float keeps full precision in float64). ``x`` must be floating point: mixing
+    integers (uint8 images, token ids) would round lambda away.
 
     Example:
         >>> x = torch.tensor([[0.0], [1.0]])
         >>> mix_inputs(x, torch.tensor([1, 0]), 0.25).flatten().tolist()
         [0.75, 0.25]
     """
-    if not (isinstance(lam, Tensor) and lam.dtype == x.dtype and lam.device == x.device):
-        lam = torch.as_tensor(lam, device=x.device).to(x.dtype)
-    lam_t = _per_sample_view(lam, x.dim())
+    if not x.is_floating_point():
+        raise InputError(
+            f"cannot mix inputs of dtype {x.dtype}: a convex combination of integers would "
+            "round lambda away. Convert them to floating point first (e.g. x.float() / 255 "
+            "for uint8 images); for token ids mix the embeddings instead, e.g. "
+            "ManifoldMixup(layers=['<embedding module>'])."
+        )
+    lam_t = _per_sample_view(_as_dtype(lam, x), x.dim())
     return x * lam_t + x[perm] * (1 - lam_t)
+
+
+def _as_dtype(lam: Tensor | float, like: Tensor) -> Tensor:
+    """``lam`` as a tensor of ``like``'s dtype and device (a Python float without rounding)."""
+    if isinstance(lam, Tensor):
+        if lam.dtype == like.dtype and lam.device == like.device:
+            return lam
+        return lam.to(device=like.device, dtype=like.dtype)
+    return torch.as_tensor(lam, dtype=like.dtype, device=like.device)
 
 
 def one_hot(labels: Tensor, num_classes: int, *, dtype: torch.dtype = torch.float32) -> Tensor:
     """One-hot encode integer labels with a comparison mask (no range check, so no sync).
 
-    Labels outside ``[0, num_classes)`` give an all-zero row; use :func:`check_labels` first
-    when the labels are untrusted.
+    A label outside ``[0, num_classes)`` gives a row of NaN, so a loss computed from it is
+    NaN and a finiteness check stops training (instead of a silent loss of 0); use
+    :func:`check_labels` first to name the bad label.
 
     Example:
         >>> one_hot(torch.tensor([2, 0]), 3).tolist()
         [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+        >>> one_hot(torch.tensor([3]), 3).isnan().all().item()
+        True
     """
     classes = torch.arange(num_classes, device=labels.device)
-    return (labels.unsqueeze(-1) == classes).to(dtype)
+    encoded = (labels.unsqueeze(-1) == classes).to(dtype)
+    # A valid row sums to exactly 1 and stays as it is; an out-of-range row is 0 / 0 = NaN.
+    return encoded / encoded.sum(-1, keepdim=True)
 
 
 def mix_targets(
@@ -169,9 +226,7 @@ def mix_targets(
             "or float soft targets of shape (B, K)."
         )
     k = targets.shape[-1]
-    if not (isinstance(lam, Tensor) and lam.dtype == dtype and lam.device == targets.device):
-        lam = torch.as_tensor(lam, device=targets.device).to(dtype)
-    lam_t = _per_sample_view(lam, 2)
+    lam_t = _per_sample_view(_as_dtype(lam, targets), 2)
     mixed = targets * lam_t + targets[perm] * (1 - lam_t)
     if label_smoothing > 0:
         mixed = mixed * (1.0 - label_smoothing) + label_smoothing / k
@@ -270,7 +325,7 @@ def mixupe_constant(alpha: float) -> float:
         >>> mixupe_constant(2.0)
         0.4
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     return alpha / (2.0 * alpha + 1.0)
 
 
@@ -351,6 +406,35 @@ def check_labels(y: Tensor, num_classes: int) -> None:
         raise InputError(
             f"label {bad} is out of range for num_classes={num_classes}: labels must lie in "
             f"[0, {num_classes - 1}]; fix the labels or pass the right num_classes."
+        )
+
+
+def check_soft_targets(targets: Tensor) -> None:
+    """Raise :class:`InputError` unless every row of ``targets`` is a probability distribution.
+
+    Entries must be >= 0 and each row must sum to 1 within ``sqrt(eps)`` of the dtype (about
+    3e-4 in float32). This reads the tensor, so it synchronises with the device.
+
+    Example:
+        >>> check_soft_targets(torch.tensor([[0.25, 0.75], [1.0, 0.0]]))
+    """
+    if targets.numel() == 0:
+        return
+    low = float(targets.min())
+    if low < 0:
+        raise InputError(
+            f"soft targets hold a negative entry ({low:g}): each row must be a probability "
+            "distribution over the classes (entries >= 0 that sum to 1); pass e.g. "
+            "torch.softmax(scores, 1), or int64 class indices."
+        )
+    tol = math.sqrt(torch.finfo(targets.dtype).eps)
+    sums = targets.sum(-1)
+    worst = int((sums - 1).abs().argmax())
+    if abs(float(sums[worst]) - 1) > tol:
+        raise InputError(
+            f"soft target row {worst} sums to {float(sums[worst]):.6g}, not 1: each row must be "
+            "a probability distribution over the classes; normalise the rows (t / t.sum(1, "
+            "keepdim=True)) or pass int64 class indices."
         )
 
 

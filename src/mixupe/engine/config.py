@@ -64,6 +64,8 @@ _NAMING_V1: dict[str, Any] = {
 # - the Mixup family's knobs: before them every batch was mixed, by one Beta(alpha, alpha)
 #   lambda for inputs and labels, CutMix boxes came from lambda, and no SAM was used.
 # - val_every: runs used to validate after every epoch.
+# - clean_fraction: MixupE's clean pass used to run on the whole batch.
+# - cutmix_axes: CutMix used to choose its box axes from the input's rank.
 _NAMING_ADDED: dict[str, Any] = {
     "data_seed": 0,
     "full_eval": "each-epoch",
@@ -76,6 +78,8 @@ _NAMING_ADDED: dict[str, Any] = {
     "switch_prob": 0.5,
     "sam_rho": None,
     "val_every": 1,
+    "clean_fraction": 1.0,
+    "cutmix_axes": None,
 }
 NAMING_DEFAULTS: dict[str, Any] = {**_NAMING_V1, **_NAMING_ADDED}
 
@@ -118,11 +122,14 @@ _SHORT = {
     "cutmix_minmax": "minmax",
     "switch_prob": "sw",
     "sam_rho": "sam",
+    "clean_fraction": "cf",
+    "cutmix_axes": "axes",
 }
 _METHOD_PART = (
     "alpha", "per_sample", "mixing", "mix_layers", "label_smoothing", "eta", "version",
     "threshold", "fast_sign", "rescale", "clean_pass", "mixer_options", "mix_prob",
     "off_epoch", "label_alpha", "cutmix_alpha", "cutmix_minmax", "switch_prob",
+    "clean_fraction", "cutmix_axes",
 )
 _OPTION_FIELDS = ("model_options", "data_options", "mixer_options")
 
@@ -253,6 +260,8 @@ class TrainConfig:
     cutmix_minmax: tuple[float, float] | None = None
     switch_prob: float = 0.5
     sam_rho: float | None = None
+    clean_fraction: float = 1.0
+    cutmix_axes: tuple[int, ...] | None = None
     device: str = "auto"
     amp: bool = False
 
@@ -268,6 +277,10 @@ class TrainConfig:
             else:
                 set_(self, "mix_layers", tuple(self.mix_layers))
         set_(self, "milestones", tuple(self.milestones))
+        if isinstance(self.cutmix_axes, int) and not isinstance(self.cutmix_axes, bool):
+            set_(self, "cutmix_axes", (self.cutmix_axes,))
+        elif isinstance(self.cutmix_axes, list):
+            set_(self, "cutmix_axes", tuple(self.cutmix_axes))
         self._check()
 
     def _check(self) -> None:
@@ -308,6 +321,19 @@ class TrainConfig:
         number("label_smoothing", low=0.0, high=0.999)
         number("eta", low=0.0)
         number("version", low=1, high=4, integer=True)
+        number("clean_fraction", low=0.0, strict=True, high=1.0)
+        axes = self.cutmix_axes
+        if axes is not None and (
+            not isinstance(axes, tuple)
+            or len(axes) not in (1, 2)
+            or any(isinstance(a, bool) or not isinstance(a, int) or a == 0 for a in axes)
+            or len(set(axes)) != len(axes)
+        ):
+            raise ConfigError(
+                f"cutmix_axes={axes!r} must be one or two distinct non-zero axes of the batch, "
+                "e.g. (1,) for (B, L, D) sequences or (3,) for time in (B, 1, F, T); None "
+                "chooses by the input's rank"
+            )
         if self.threshold is not None:
             number("threshold", low=-math.inf)
         if self.fast_sign not in (-1, 1) or isinstance(self.fast_sign, bool):
@@ -403,9 +429,9 @@ class TrainConfig:
         """
         reset: set[str] = set()
         mixupe_only = {"mixing", "eta", "version", "threshold", "fast_sign", "rescale",
-                       "clean_pass"}
+                       "clean_pass", "clean_fraction"}
         knobs = {"mixer_options", "mix_prob", "off_epoch", "label_alpha", "cutmix_alpha",
-                 "cutmix_minmax", "switch_prob"}
+                 "cutmix_minmax", "switch_prob", "cutmix_axes"}
         mixer = self.mixer_name()
         if self.method == "erm":
             reset |= mixupe_only | knobs | {"alpha", "per_sample", "mix_layers"}
@@ -423,9 +449,7 @@ class TrainConfig:
         if mixer not in ("mixup", "mixup-cutmix", "auto"):
             reset.add("label_alpha")
         if mixer not in ("cutmix", "mixup-cutmix"):
-            reset.add("cutmix_minmax")
-        if mixer != "mixup-cutmix":
-            reset |= {"cutmix_alpha", "switch_prob"}
+            reset |= {"cutmix_minmax", "cutmix_axes"}
         if self.schedule != "step":
             reset |= {"milestones", "gamma"}
         if self.optimizer != "sgd":
@@ -470,7 +494,7 @@ class TrainConfig:
                 f"unknown config keys {unknown}; remove them or use one of {sorted(known)}"
             )
         values = dict(d)
-        for key in ("mix_layers", "milestones", "cutmix_minmax"):
+        for key in ("mix_layers", "milestones", "cutmix_minmax", "cutmix_axes"):
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         try:

@@ -50,14 +50,15 @@ def build_mixer(cfg: TrainConfig, *, model: nn.Module, common: dict[str, Any],
         elif name == "mixup":
             mixer = O.Mixup(**mix, label_alpha=cfg.label_alpha, **extra)
         elif name == "cutmix":
-            mixer = O.CutMix(**mix, minmax=cfg.cutmix_minmax, **extra)
+            mixer = O.CutMix(**mix, minmax=cfg.cutmix_minmax, axes=cfg.cutmix_axes, **extra)
         elif name == "mixup-cutmix":
             if extra:
                 raise ConfigError("mixer_options do not apply to 'mixup-cutmix'; use its "
                                   "own fields (cutmix_alpha, cutmix_minmax, switch_prob)")
             cut_alpha = cfg.alpha if cfg.cutmix_alpha is None else cfg.cutmix_alpha
             mixer = O.Switch(O.Mixup(**mix, label_alpha=cfg.label_alpha),
-                             O.CutMix(**{**mix, "alpha": cut_alpha}, minmax=cfg.cutmix_minmax),
+                             O.CutMix(**{**mix, "alpha": cut_alpha}, minmax=cfg.cutmix_minmax,
+                                      axes=cfg.cutmix_axes),
                              switch_prob=cfg.switch_prob)
         elif name in ("manifold", "alignmix"):
             if graphs and cfg.mix_layers is None:
@@ -103,7 +104,7 @@ def build_objective(cfg: TrainConfig, *, model: nn.Module, num_classes: int, dom
     # MixupE draws from the mixing objective's generator (ours) when given none of its own.
     return O.MixupE(mixing=mixer, eta=cfg.eta, version=cfg.version, threshold=cfg.threshold,
                     fast_sign=cfg.fast_sign, rescale=cfg.rescale, clean_pass=cfg.clean_pass,
-                    validate=False, check_finite=False)
+                    clean_fraction=cfg.clean_fraction, validate=False, check_finite=False)
 
 
 def set_epoch(objective: Any, epoch: int) -> None:

@@ -3,12 +3,17 @@
 An objective is called as ``out = objective(model, x, y, lam=None, perm=None,
 generator=None)`` and returns an :class:`ObjectiveOutput`. Objectives own a
 :class:`torch.Generator` (``seed=`` or ``generator=``) and never use the global RNGs.
+
+The batch ``x`` is what the model's ``forward`` takes: a tensor ``(B, ...)``, a PyG graph
+batch, or a dict / tuple / list whose tensors are all ``(B, ...)`` (the model is called as
+``model(x)``). Objectives that mix at the input mix the tensors a dict or tuple names in
+``mix_keys``; mixing at a hidden layer needs no names.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +43,8 @@ class ObjectiveOutput:
         mask: CutMix's paste mask (True where the partner sample shows), else None.
         clean_logits: MixupE's outputs on the clean batch, else None.
         scores: MixupE's per-sample scores ``s_i`` (with their graph), else None.
+        clean_subset: the indices of MixupE's clean pass when it ran on part of the batch
+            (``clean_logits`` and ``scores`` then follow it), else None.
 
     ``stats`` turns ``stat_tensors`` into floats on first access (this synchronises once).
 
@@ -58,6 +65,7 @@ class ObjectiveOutput:
     mask: Tensor | None = None
     clean_logits: Tensor | None = None
     scores: Tensor | None = None
+    clean_subset: Tensor | None = None
     _stats: dict[str, float] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -109,25 +117,88 @@ def plan_targets(
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
+def is_structured(x: Any) -> bool:
+    """Whether ``x`` is a dict, tuple or list batch (the model takes it as one argument)."""
+    return isinstance(x, (Mapping, tuple, list))
+
+
+def _entries(x: Any) -> list[tuple[Any, Any]]:
+    return list(x.items()) if isinstance(x, Mapping) else list(enumerate(x))
+
+
+def input_tensors(x: Any) -> list[Tensor]:
+    """The tensors of a batch: ``x`` itself, a graph batch's node features, or the tensor
+    entries of a dict / tuple."""
+    if isinstance(x, Tensor):
+        return [x]
+    if is_structured(x):
+        return [v for _, v in _entries(x) if isinstance(v, Tensor)]
+    inner = getattr(x, "x", None)
+    return [inner] if isinstance(inner, Tensor) else []
+
+
+def map_entries(x: Any, keys: Sequence[Any], fn: Callable[[Tensor], Tensor]) -> Any:
+    """A copy of the dict / tuple / list ``x`` with ``fn`` applied to the entries ``keys``.
+
+    Example:
+        >>> map_entries({"a": torch.ones(1), "b": 2}, ["a"], lambda t: 3 * t)
+        {'a': tensor([3.]), 'b': 2}
+    """
+    if isinstance(x, Mapping):
+        out = copy.copy(x) if isinstance(x, MutableMapping) else dict(x)
+        for k in keys:
+            out[k] = fn(x[k])
+        return out
+    chosen = set(keys)
+    items = [fn(v) if i in chosen else v for i, v in enumerate(x)]
+    return type(x)(items) if isinstance(x, list) else tuple(items)
+
+
+def select_samples(x: Any, index: Tensor) -> Any:
+    """The samples ``index`` of a batch: ``x[index]`` for a tensor, every tensor entry of a
+    dict / tuple indexed alike, or a new graph batch of the chosen graphs (PyG)."""
+    if isinstance(x, Tensor):
+        return x[index]
+    if is_structured(x):
+        keys = [k for k, v in _entries(x) if isinstance(v, Tensor)]
+        return map_entries(x, keys, lambda t: t[index])
+    if hasattr(x, "index_select") and hasattr(type(x), "from_data_list"):
+        return type(x).from_data_list(x.index_select(index.cpu()))
+    raise InputError(
+        f"cannot take a subset of a batch of type {type(x).__name__}: pass a tensor, a dict "
+        "or tuple of (B, ...) tensors, or a PyG Batch."
+    )
+
+
 def work_dtype(x: Any) -> torch.dtype:
     """float64 when the inputs are float64, else float32 (the dtype of lambda and targets)."""
-    if isinstance(x, Tensor) and x.dtype == torch.float64:
-        return torch.float64
-    inner = getattr(x, "x", None)
-    if isinstance(inner, Tensor) and inner.dtype == torch.float64:
+    if isinstance(x, Tensor):  # the common case, without building a list
+        return torch.float64 if x.dtype == torch.float64 else torch.float32
+    if any(t.dtype == torch.float64 for t in input_tensors(x)):
         return torch.float64
     return torch.float32
 
 
 def input_device(x: Any, y: Tensor) -> torch.device:
-    """The device of the inputs (for graph batches, that of the labels)."""
+    """The device of the inputs (for graph, dict and tuple batches, that of the labels)."""
     return x.device if isinstance(x, Tensor) else y.device
 
 
 def check_probability(value: float, name: str) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a float in [0, 1)."""
-    if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+    if not (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
+    ):
         raise ConfigError(f"{name}={value!r} is invalid: use a value in [0, 1).")
+
+
+def check_seed(seed: Any) -> None:
+    """Raise :class:`ConfigError` unless ``seed`` is None or an integer."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(
+            f"seed={seed!r} is invalid: pass an integer (e.g. seed=0), or generator= with a "
+            "torch.Generator."
+        )
 
 
 class Objective:
@@ -165,6 +236,7 @@ class Objective:
                 f"num_classes={num_classes!r} is invalid: pass the number of classes, an int >= 2."
             )
         check_probability(label_smoothing, "label_smoothing")
+        check_seed(seed)
         if seed is not None and generator is not None:
             raise ConfigError(
                 f"both seed={seed!r} and generator= were given: pass only one of them."
@@ -196,10 +268,12 @@ class Objective:
             b = x.shape[0]
         elif hasattr(x, "num_graphs"):
             b = int(x.num_graphs)
+        elif is_structured(x):
+            b = self._structured_batch_size(x, y)
         else:
             raise InputError(
-                f"inputs of type {type(x).__name__} are not supported: pass a tensor (B, ...) "
-                "or a PyG Batch."
+                f"inputs of type {type(x).__name__} are not supported: pass a tensor (B, ...), "
+                "a dict or tuple of (B, ...) tensors, or a PyG Batch."
             )
         if y.shape[:1] != (b,):
             raise InputError(
@@ -208,6 +282,24 @@ class Objective:
             )
         if b == 0:
             raise InputError("the batch is empty (B=0): pass at least one sample.")
+        return b
+
+    @staticmethod
+    def _structured_batch_size(x: Any, y: Tensor) -> int:
+        tensors = [(k, v) for k, v in _entries(x) if isinstance(v, Tensor)]
+        if not tensors:
+            raise InputError(
+                f"the {type(x).__name__} batch holds no tensor: pass a dict or tuple whose "
+                "entries include (B, ...) tensors."
+            )
+        b = y.shape[0] if y.dim() > 0 else tensors[0][1].shape[:1].numel()
+        for key, value in tensors:
+            if value.dim() == 0 or value.shape[0] != b:
+                raise InputError(
+                    f"entry {key!r} of the batch has shape {tuple(value.shape)} but the batch has "
+                    f"{b} samples: every tensor of a dict or tuple batch must be ({b}, ...) "
+                    "(keep constants in the model, not the batch)."
+                )
         return b
 
     def _clean_targets(self, y: Tensor, dtype: torch.dtype) -> Tensor:
@@ -239,6 +331,7 @@ class Objective:
                 )
             if self.validate:
                 MF.check_finite_tensor(y, "soft targets y")
+                MF.check_soft_targets(y)
             return y.to(dtype)
         raise InputError(
             f"labels of dtype {y.dtype} are not supported: pass int64 class indices (B,) or float "
@@ -246,8 +339,9 @@ class Objective:
         )
 
     def _check_inputs(self, x: Any) -> None:
-        if self.validate and isinstance(x, Tensor):
-            MF.check_finite_tensor(x, "input batch x")
+        if self.validate and (isinstance(x, Tensor) or is_structured(x)):
+            for t in input_tensors(x):
+                MF.check_finite_tensor(t, "input batch x")
 
     def _check_logits(self, logits: Any, targets: Tensor) -> None:
         if not isinstance(logits, Tensor) or logits.dim() != 2:
@@ -266,18 +360,18 @@ class Objective:
         if self.check_finite and not bool(torch.isfinite(loss)):
             raise NonFiniteLossError(
                 f"{type(self).__name__} loss is {float(loss.detach())}: training diverged. "
-                "Lower the learning rate (or eta for MixupE), check the inputs for NaN/inf, or use "
-                "gradient clipping; do not continue from this step."
+                "Lower the learning rate (or eta for MixupE), check the inputs for NaN/inf and "
+                "the labels' range (validate=True names a bad label), or use gradient clipping; "
+                "do not continue from this step."
             )
 
     def _gen(self, generator: torch.Generator | None) -> torch.Generator:
         return self.generator if generator is None else generator
 
-    @staticmethod
     def _given_lam(
-        lam: Tensor | float, batch_size: int, device: torch.device, dtype: torch.dtype
+        self, lam: Tensor | float, batch_size: int, device: torch.device, dtype: torch.dtype
     ) -> Tensor:
-        if isinstance(lam, (int, float)):
+        if isinstance(lam, (int, float)) and not isinstance(lam, bool):
             if not 0.0 <= float(lam) <= 1.0:
                 raise ConfigError(f"lam={lam!r} is invalid: pass a value in [0, 1].")
         elif not isinstance(lam, Tensor) or lam.shape not in ((), (batch_size,)):
@@ -286,6 +380,19 @@ class Objective:
                 f"lam of shape {shape} is invalid: pass a float, a 0-d tensor, or a tensor of "
                 f"shape ({batch_size},) with one lambda per sample."
             )
+        elif not lam.is_floating_point():
+            raise InputError(
+                f"lam of dtype {lam.dtype} is invalid: lambdas are fractions in [0, 1]; pass a "
+                "float or a floating-point tensor."
+            )
+        elif self.validate and lam.numel() > 0:
+            lo, hi = float(lam.min()), float(lam.max())
+            if not (lo >= 0.0 and hi <= 1.0):  # also refuses NaN
+                bad = lo if not lo >= 0.0 else hi
+                raise ConfigError(
+                    f"lam holds {bad!r}, outside [0, 1]: pass lambdas in [0, 1] (targets "
+                    "with a negative weight are not a mixture)."
+                )
         return torch.as_tensor(lam, dtype=dtype).to(device)
 
     def _given_perm(self, perm: Tensor, batch_size: int, device: torch.device) -> Tensor:
@@ -305,6 +412,13 @@ class Objective:
                 raise InputError(
                     f"perm holds index {lo if lo < 0 else hi}, outside [0, {batch_size - 1}]: "
                     "pass a permutation of range(B)."
+                )
+            counts = torch.bincount(perm, minlength=batch_size)
+            if int(counts.max()) > 1:
+                twice = int(counts.argmax())
+                raise InputError(
+                    f"perm holds index {twice} {int(counts.max())} times: pass a permutation of "
+                    f"range(B) (each index once), e.g. torch.randperm({batch_size})."
                 )
         return perm
 
@@ -379,22 +493,84 @@ class Mixer(Objective):
 
     ``alpha=None`` is for mixers whose lambda is not a Beta(alpha, alpha) draw (ResizeMix);
     they override :meth:`mixupe_constant`.
+
+    ``mix_keys`` names the entries of a dict batch (keys) or tuple batch (indices) that input
+    mixing mixes; the other entries stay with their sample. Tensor batches need no names.
     """
 
     model_free: bool = False
 
-    def __init__(self, *, alpha: float | None, per_sample: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        alpha: float | None,
+        per_sample: bool = False,
+        mix_keys: Sequence[str | int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        if alpha is not None and not (
-            isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0
+        if alpha is not None:
+            MF.check_alpha(alpha)
+        if mix_keys is not None and (
+            isinstance(mix_keys, (str, bytes))
+            or not isinstance(mix_keys, Sequence)
+            or len(mix_keys) == 0
+            or not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in mix_keys)
         ):
             raise ConfigError(
-                f"alpha={alpha!r} is invalid: the Beta(alpha, alpha) mixing distribution needs a "
-                "finite alpha > 0 (alpha=0 would silently disable mixing). Use e.g. alpha=1.0, "
-                "or the ERM objective for no mixing."
+                f"mix_keys={mix_keys!r} is invalid: pass a non-empty list of the dict keys (or "
+                "tuple indices) of the batch entries to mix, e.g. mix_keys=['pixel_values']."
             )
         self.alpha = None if alpha is None else float(alpha)
         self.per_sample = bool(per_sample)
+        self.mix_keys: tuple[str | int, ...] | None = (
+            None if mix_keys is None else tuple(mix_keys)
+        )
+
+    def input_keys(self, x: Any) -> tuple[str | int, ...]:
+        """The entries of a dict / tuple batch that input mixing mixes (checked against ``x``)."""
+        name = type(self).__name__
+        if self.mix_keys is None:
+            present = [k for k, v in _entries(x) if isinstance(v, Tensor)]
+            raise ConfigError(
+                f"{name} mixes the inputs, and this {type(x).__name__} batch has the tensor "
+                f"entries {present}: name those to mix, e.g. {name}(mix_keys=[{present[0]!r}]), "
+                "or mix at a hidden layer with ManifoldMixup(layers=[...])."
+            )
+        keys = dict(_entries(x))
+        for key in self.mix_keys:
+            if not isinstance(keys.get(key), Tensor):
+                raise ConfigError(
+                    f"mix_keys names {key!r}, which is not a tensor entry of the batch (entries: "
+                    f"{list(keys)}): name entries that exist."
+                )
+        return self.mix_keys
+
+    def mixed_tensors(self, x: Any) -> list[Tensor]:
+        """The tensors that input mixing mixes: ``[x]``, or the ``mix_keys`` entries."""
+        if isinstance(x, Tensor):
+            if self.mix_keys is not None:
+                raise ConfigError(
+                    f"mix_keys={list(self.mix_keys)} names entries of a dict or tuple batch, but "
+                    "the batch is a tensor: drop mix_keys."
+                )
+            return [x]
+        if is_structured(x):
+            entries = dict(_entries(x))
+            return [entries[k] for k in self.input_keys(x)]
+        raise ConfigError(
+            f"{type(self).__name__} cannot mix inputs of type {type(x).__name__} (a graph "
+            "batch): use ManifoldMixup(layers=['pool']) to mix the pooled graph embedding "
+            "instead."
+        )
+
+    def at_input(self, x: Any, fn: Callable[[Tensor], Tensor]) -> Callable[[Any], Any]:
+        """A transformation of the whole input batch that applies ``fn`` to what is mixed."""
+        if isinstance(x, Tensor) and self.mix_keys is None:
+            return fn
+        self.mixed_tensors(x)  # refuses what cannot be mixed
+        keys = self.input_keys(x)
+        return lambda batch: map_entries(batch, keys, fn)
 
     def mixupe_constant(self) -> float:
         """MixupE's ``c = 2 E[lam (1 - lam)]`` for this mixer's lambda distribution.

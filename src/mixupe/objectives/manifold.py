@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from mixupe import functional as MF
 from mixupe.errors import ConfigError, InputError
-from mixupe.objectives.base import Mixer, MixPlan
+from mixupe.objectives.base import Mixer, MixPlan, is_structured
 from mixupe.objectives.hooks import INPUT_LAYER, check_layer_names
 
 __all__ = ["ManifoldMixup"]
@@ -30,6 +30,8 @@ class ManifoldMixup(Mixer):
         layers: names to draw from (``"input"`` allowed). ``None`` uses the model's
             ``mix_layers`` attribute (the models of :mod:`mixupe.models` define it).
         per_sample: one lambda per sample instead of one per batch.
+        mix_keys: for dict / tuple batches, the entries mixed at ``"input"`` (hidden layers
+            need no names).
         num_classes, label_smoothing, seed, generator, validate, check_finite: see
             :class:`mixupe.objectives.base.Objective`.
 
@@ -52,6 +54,7 @@ class ManifoldMixup(Mixer):
         alpha: float = 2.0,
         layers: Sequence[str] | None = None,
         per_sample: bool = False,
+        mix_keys: Sequence[str | int] | None = None,
         num_classes: int | None = None,
         label_smoothing: float = 0.0,
         seed: int | None = None,
@@ -62,6 +65,7 @@ class ManifoldMixup(Mixer):
         super().__init__(
             alpha=alpha,
             per_sample=per_sample,
+            mix_keys=mix_keys,
             num_classes=num_classes,
             label_smoothing=label_smoothing,
             seed=seed,
@@ -123,7 +127,7 @@ class ManifoldMixup(Mixer):
             layer = layers[index]
         else:
             check_layer_names(model, (layer,))
-        if layer == INPUT_LAYER and not isinstance(x, Tensor):
+        if layer == INPUT_LAYER and not isinstance(x, Tensor) and not is_structured(x):
             raise ConfigError(
                 f"cannot mix at 'input' for inputs of type {type(x).__name__}: for graph "
                 "batches mix the pooled embedding, e.g. ManifoldMixup(layers=['pool'])."
@@ -140,6 +144,8 @@ class ManifoldMixup(Mixer):
                 )
             return self.mix_representation(h, perm_t, lam_t, layer)
 
+        if layer == INPUT_LAYER:
+            return MixPlan(lam=lam_t, perm=perm_t, layer=layer, mix=self.at_input(x, mix))
         return MixPlan(lam=lam_t, perm=perm_t, layer=layer, mix=mix)
 
     def mix_representation(self, h: Tensor, perm: Tensor, lam: Tensor, layer: str) -> Tensor:

@@ -7,6 +7,7 @@ ERM loss on it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -14,20 +15,11 @@ from torch import Tensor, nn
 
 from mixupe import functional as MF
 from mixupe import functional_masks as MM
-from mixupe.errors import ConfigError
+from mixupe.errors import ConfigError, InputError
 from mixupe.objectives.base import Mixer, MixPlan, Objective
 from mixupe.objectives.hooks import INPUT_LAYER
 
 __all__ = ["ERM", "CutMix", "Mixup"]
-
-
-def _require_tensor(x: Any, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise ConfigError(
-            f"{name} mixes raw inputs, which is impossible for inputs of type "
-            f"{type(x).__name__} (a graph batch): use ManifoldMixup(layers=['pool']) to mix the "
-            "pooled graph embedding instead."
-        )
 
 
 class ERM(Objective):
@@ -92,8 +84,11 @@ class Mixup(Mixer):
         label_alpha: decoupled lambdas (Zou et al., ICML 2023): the targets are mixed with
             their own ``lam_y ~ Beta(label_alpha, label_alpha)``, drawn independently of the
             inputs' lambda (``label_lam=`` on a call fixes it). None (default): one lambda.
+        mix_keys: for dict / tuple batches, the entries to mix (keys or indices).
         num_classes, label_smoothing, seed, generator, validate, check_finite: see
             :class:`mixupe.objectives.base.Objective`.
+
+    Inputs must be floating point (integer inputs are refused: lambda would be rounded).
 
     Example:
         >>> import torch
@@ -111,6 +106,7 @@ class Mixup(Mixer):
         alpha: float = 1.0,
         per_sample: bool = False,
         label_alpha: float | None = None,
+        mix_keys: Sequence[str | int] | None = None,
         num_classes: int | None = None,
         label_smoothing: float = 0.0,
         seed: int | None = None,
@@ -121,6 +117,7 @@ class Mixup(Mixer):
         super().__init__(
             alpha=alpha,
             per_sample=per_sample,
+            mix_keys=mix_keys,
             num_classes=num_classes,
             label_smoothing=label_smoothing,
             seed=seed,
@@ -146,7 +143,6 @@ class Mixup(Mixer):
         label_lam: Tensor | float | None = None,
     ) -> MixPlan:
         """Draw (or take) lambda and the permutation; mix at the input."""
-        _require_tensor(x, "Mixup")
         lam_t, perm_t = self._lam_perm(
             batch_size, device=device, dtype=dtype, lam=lam, perm=perm, generator=generator
         )
@@ -162,20 +158,30 @@ class Mixup(Mixer):
             lam=lam_y,
             perm=perm_t,
             layer=INPUT_LAYER,
-            mix=lambda t: MF.mix_inputs(t, perm_t, lam_t),
+            mix=self.at_input(x, lambda t: MF.mix_inputs(t, perm_t, lam_t)),
         )
 
 
 class CutMix(Mixer):
     """CutMix (Yun et al. 2019): paste a random box of ``x[perm]`` into ``x``.
 
-    Boxes cover the last ``spatial_dims`` dimensions: by default 2 for 4-D image batches
-    (B, C, H, W) and 1 for 3-D signals (B, C, L) and 2-D tabular batches (B, F). With
+    The box spans one or two axes of the batch (``axes``, counted with the batch axis as 0).
+    The default depends on the input's rank:
+
+    - ``(B, F)`` tabular features: axis 1;
+    - ``(B, C, L)`` channel-first signals: axis 2, the last;
+    - ``(B, C, H, W)`` images: axes 2 and 3;
+    - any other rank: pass ``axes``.
+
+    Batch-first sequences ``(B, L, D)`` need ``axes=(1,)`` to cut time steps (the default
+    would cut the feature axis ``D``); ``axes=(3,)`` cuts only time in ``(B, 1, F, T)``
+    spectrograms. ``spatial_dims=N`` is short for the last N axes. With
     ``correct_lambda=True`` (default) lambda is the exact kept fraction after clipping the box
     at the border; with ``per_sample=True`` each sample gets its own box and lambda.
     ``minmax=(lo, hi)`` (timm's ``cutmix_minmax``) draws each box side uniformly between
     ``lo`` and ``hi`` times the side instead of from lambda; the label weight is then the
-    exact kept area.
+    exact kept area. For dict or tuple batches every ``mix_keys`` entry gets the same box
+    (their box axes must agree).
 
     Example:
         >>> import torch
@@ -184,6 +190,10 @@ class CutMix(Mixer):
         >>> out = cut(net, torch.randn(3, 1, 5, 6), torch.tensor([0, 1, 1]))
         >>> bool(torch.isclose(out.lam, 1 - out.mask.float().mean()))
         True
+        >>> seq = CutMix(alpha=1.0, num_classes=2, axes=(1,), seed=0)   # (B, L, D): cut time
+        >>> out = seq(net, torch.randn(3, 5, 6), torch.tensor([0, 1, 1]))
+        >>> tuple(out.mask.shape)   # one box over the 5 time steps
+        (1, 5)
     """
 
     model_free = True  # plan() ignores the model and mixes inputs: usable in MixCollate
@@ -194,8 +204,10 @@ class CutMix(Mixer):
         alpha: float = 1.0,
         correct_lambda: bool = True,
         per_sample: bool = False,
+        axes: Sequence[int] | None = None,
         spatial_dims: int | None = None,
         minmax: tuple[float, float] | None = None,
+        mix_keys: Sequence[str | int] | None = None,
         num_classes: int | None = None,
         label_smoothing: float = 0.0,
         seed: int | None = None,
@@ -206,6 +218,7 @@ class CutMix(Mixer):
         super().__init__(
             alpha=alpha,
             per_sample=per_sample,
+            mix_keys=mix_keys,
             num_classes=num_classes,
             label_smoothing=label_smoothing,
             seed=seed,
@@ -213,31 +226,63 @@ class CutMix(Mixer):
             validate=validate,
             check_finite=check_finite,
         )
-        if spatial_dims not in (None, 1, 2):
+        if spatial_dims not in (None, 1, 2) or isinstance(spatial_dims, bool):
             raise ConfigError(
                 f"spatial_dims={spatial_dims!r} is invalid: use 1 (signals, features), 2 "
                 "(images) or None to infer it from the batch."
             )
+        if axes is not None:
+            if spatial_dims is not None:
+                raise ConfigError(
+                    f"both axes={axes!r} and spatial_dims={spatial_dims} were given: pass only "
+                    "axes (spatial_dims=N means the last N axes)."
+                )
+            if (
+                isinstance(axes, (str, bytes))
+                or not isinstance(axes, Sequence)
+                or len(axes) not in (1, 2)
+                or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes)
+                or 0 in axes
+                or len(set(axes)) != len(axes)
+            ):
+                raise ConfigError(
+                    f"axes={axes!r} is invalid: pass one or two distinct axes of the batch other "
+                    "than the batch axis 0, e.g. axes=(1,) for (B, L, D) sequences or "
+                    "axes=(2, 3) for (B, C, H, W) images."
+                )
+            axes = tuple(axes)
         self.correct_lambda = bool(correct_lambda)
         self.spatial_dims = spatial_dims
+        self.axes: tuple[int, ...] | None = axes
         if minmax is not None:
             MM.minmax_box((10,), 1, tuple(minmax), generator=torch.Generator())  # validates it
             minmax = (float(minmax[0]), float(minmax[1]))
         self.minmax = minmax
 
-    def _spatial_dims(self, x: Tensor) -> int:
+    def box_axes(self, x: Tensor) -> tuple[int, ...]:
+        """The (sorted, non-negative) axes of ``x`` that the box spans."""
+        nd = x.dim()
+        if self.axes is not None:
+            axes = tuple(sorted(a + nd if a < 0 else a for a in self.axes))
+            if any(not 1 <= a < nd for a in axes) or len(set(axes)) != len(axes):
+                raise ConfigError(
+                    f"axes={self.axes} do not fit inputs of shape {tuple(x.shape)}: pass axes "
+                    f"between 1 and {nd - 1} (0 is the batch axis)."
+                )
+            return axes
         if self.spatial_dims is not None:
-            if x.dim() < self.spatial_dims + 1:
+            if nd < self.spatial_dims + 1:
                 raise ConfigError(
                     f"spatial_dims={self.spatial_dims} needs inputs with at least "
                     f"{self.spatial_dims + 1} dims, got shape {tuple(x.shape)}: lower spatial_dims."
                 )
-            return self.spatial_dims
-        inferred = {2: 1, 3: 1, 4: 2}.get(x.dim())
+            return tuple(range(nd - self.spatial_dims, nd))
+        inferred = {2: (1,), 3: (2,), 4: (2, 3)}.get(nd)
         if inferred is None:
             raise ConfigError(
-                f"cannot infer the CutMix box dimensions for inputs of shape {tuple(x.shape)}: "
-                "pass CutMix(spatial_dims=1) or CutMix(spatial_dims=2)."
+                f"cannot infer the CutMix box axes for inputs of shape {tuple(x.shape)}: pass "
+                "CutMix(axes=...), e.g. axes=(1,) or axes=(2, 3) (spatial_dims=1 or 2 takes "
+                "the last axes)."
             )
         return inferred
 
@@ -254,12 +299,18 @@ class CutMix(Mixer):
         generator: torch.Generator,
     ) -> MixPlan:
         """Draw lambda, the permutation and the box; the target lambda is the kept fraction."""
-        _require_tensor(x, "CutMix")
-        sd = self._spatial_dims(x)
+        tensors = self.mixed_tensors(x)
+        spatial = tuple(tensors[0].shape[a] for a in self.box_axes(tensors[0]))
+        for t in tensors[1:]:
+            other = tuple(t.shape[a] for a in self.box_axes(t))
+            if other != spatial:
+                raise InputError(
+                    f"the mixed entries need one box, but their box axes have sizes {spatial} "
+                    f"and {other}: mix entries of the same spatial size, or fewer mix_keys."
+                )
         lam_t, perm_t = self._lam_perm(
             batch_size, device=device, dtype=dtype, lam=lam, perm=perm, generator=generator
         )
-        spatial = tuple(x.shape[x.dim() - sd :])
         if self.minmax is None:
             mask, lam_eff = MF.cutmix_mask(spatial, lam_t, generator=generator, device=device,
                                            correct_lambda=self.correct_lambda)
@@ -270,9 +321,14 @@ class CutMix(Mixer):
                                sizes.to(device, non_blocking=True))
             lam_eff = MM.kept_fraction(mask, dtype)
             lam_eff = lam_eff[0] if lam_t.dim() == 0 else lam_eff
-        view = mask.reshape(mask.shape[0], *([1] * (x.dim() - 1 - sd)), *spatial)
 
         def paste(t: Tensor) -> Tensor:
+            axes = self.box_axes(t)
+            view = mask.reshape(
+                mask.shape[0], *(t.shape[a] if a in axes else 1 for a in range(1, t.dim()))
+            )
             return torch.where(view, t[perm_t], t)
 
-        return MixPlan(lam=lam_eff, perm=perm_t, layer=INPUT_LAYER, mix=paste, mask=mask)
+        return MixPlan(
+            lam=lam_eff, perm=perm_t, layer=INPUT_LAYER, mix=self.at_input(x, paste), mask=mask
+        )

@@ -36,6 +36,25 @@ Version 1/2 direction and derivative:
   while the JVP score of sample i collects every sample's direction; the VJP form is the
   released reference. Their sums over the batch agree.
 
+Forward mode and normalisation layers: PyTorch's forward-mode rule for batch statistics
+(train-mode BatchNorm, InstanceNorm) gives wrong parameter gradients when it is itself
+differentiated in reverse mode. During the ``"jvp"`` clean pass these layers are therefore
+computed from elementary operations (same values, running statistics updated alike, correct
+gradients; :mod:`mixupe.objectives.forward_mode`); operations without a forward-mode rule
+(e.g. fused attention kernels in eval mode) raise :class:`~mixupe.errors.ConfigError`
+advising ``derivative="vjp"``.
+
+Under ``torch.distributed`` the representation mean of manifold versions 1/2 is the mean over
+every rank's batch (an all-reduce per step), as the data mean is.
+
+Clean subset: with ``clean_fraction=f < 1`` the clean pass runs on ``round(f B)`` samples
+drawn without replacement from the objective's generator (after lambda and the pairing), and
+the sums above are divided by that number instead of B: the term is the subset's mean, an
+unbiased estimate of the full batch's term (exactly so when samples do not interact in the
+network; with train-mode BatchNorm the clean pass normalises with the subset's statistics).
+``clean_subset=`` at call time gives the subset explicitly. At 1.0 nothing is drawn and the
+step is the released one.
+
 Clean pass: ``"separate"`` (released) runs a second forward on the clean batch in the
 model's current mode (so train-mode BatchNorm statistics update twice); ``"fused"`` runs one
 forward of the concatenated ``[mixed; clean]`` batch (identical results without BatchNorm,
@@ -46,13 +65,13 @@ for versions 1 and 2 the double backward then runs over the whole fused batch, s
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.autograd.forward_ad as fwAD
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from mixupe import functional as MF
@@ -65,8 +84,10 @@ from mixupe.objectives.base import (
     input_device,
     plan_options,
     plan_targets,
+    select_samples,
     work_dtype,
 )
+from mixupe.objectives.forward_mode import run_forward_mode
 from mixupe.objectives.hooks import INPUT_LAYER, forward_with_transform
 from mixupe.objectives.manifold import ManifoldMixup
 from mixupe.objectives.mixing import Mixup
@@ -93,6 +114,11 @@ class MixupE(Objective):
         clean_pass: "separate" (released) or "fused".
         derivative: "vjp" (released, double backward) or "jvp" (forward mode), versions 1/2.
         mean_decay: EMA decay of the representation mean for manifold versions 1/2.
+        clean_fraction: fraction of the batch the clean pass runs on, in (0, 1]; the term is
+            the mean over that random subset (1.0, the default, is the released step).
+        sync_layer_means: all-reduce the representation mean of manifold versions 1/2 over
+            the processes of ``torch.distributed``; None (default) does so whenever a process
+            group of more than one process is initialised.
         num_classes, label_smoothing: taken from ``mixing`` when not given.
         seed, generator: override the mixing objective's generator.
         validate, check_finite: see :class:`mixupe.objectives.base.Objective`.
@@ -105,6 +131,10 @@ class MixupE(Objective):
         >>> out.loss.backward()
         >>> sorted(out.stats)[:3]
         ['lam', 'loss', 'mixup_loss']
+        >>> quarter = MixupE(version=3, eta=0.1, num_classes=3, clean_fraction=0.25, seed=0)
+        >>> out = quarter(net, torch.randn(8, 4), torch.arange(8) % 3)   # clean pass on 2 of 8
+        >>> tuple(out.clean_logits.shape)
+        (2, 3)
     """
 
     def __init__(
@@ -120,6 +150,8 @@ class MixupE(Objective):
         clean_pass: str = "separate",
         derivative: str = "vjp",
         mean_decay: float = 0.99,
+        clean_fraction: float = 1.0,
+        sync_layer_means: bool | None = None,
         num_classes: int | None = None,
         label_smoothing: float | None = None,
         seed: int | None = None,
@@ -171,17 +203,24 @@ class MixupE(Objective):
         )
         if not own_generator:
             self.generator = mixing.generator
-        if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
+        if not (
+            isinstance(eta, (int, float))
+            and not isinstance(eta, bool)
+            and math.isfinite(eta)
+            and eta >= 0
+        ):
             raise ConfigError(
                 f"eta={eta!r} is invalid: the weight of the MixupE term must be a finite "
                 "value >= 0 (the published setting is 1e-3; 0 gives plain mixing)."
             )
-        if version not in _VERSIONS or isinstance(version, bool):
+        if not isinstance(version, int) or isinstance(version, bool) or version not in _VERSIONS:
             raise ConfigError(
                 f"version={version!r} is unknown: use 1, 2, 3 or 4 (3 is the published one)."
             )
         if threshold is not None and not (
-            isinstance(threshold, (int, float)) and math.isfinite(threshold)
+            isinstance(threshold, (int, float))
+            and not isinstance(threshold, bool)
+            and math.isfinite(threshold)
         ):
             raise ConfigError(
                 f"threshold={threshold!r} is invalid: pass a finite float (published: 1.0) or "
@@ -202,6 +241,21 @@ class MixupE(Objective):
                 "or 'jvp' (forward mode)."
             )
         check_probability(mean_decay, "mean_decay")
+        if not (
+            isinstance(clean_fraction, (int, float))
+            and not isinstance(clean_fraction, bool)
+            and 0.0 < clean_fraction <= 1.0
+        ):
+            raise ConfigError(
+                f"clean_fraction={clean_fraction!r} is invalid: pass the fraction of the batch "
+                "the clean pass runs on, in (0, 1] (1.0 uses the whole batch, as released; "
+                "0.25 a random quarter)."
+            )
+        if sync_layer_means not in (None, True, False):
+            raise ConfigError(
+                f"sync_layer_means={sync_layer_means!r} is invalid: use None (all-reduce when "
+                "torch.distributed runs more than one process), True or False."
+            )
         self.mixing = mixing
         self.alpha = mixing.alpha
         self.c = mixing.mixupe_constant()
@@ -213,6 +267,8 @@ class MixupE(Objective):
         self.clean_pass = clean_pass
         self.derivative = derivative
         self.mean_decay = float(mean_decay)
+        self.clean_fraction = float(clean_fraction)
+        self.sync_layer_means = sync_layer_means
         self._data_mean: Tensor | None = None
         self._mean_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         self.layer_means: dict[str, Tensor] = {}
@@ -302,9 +358,27 @@ class MixupE(Objective):
         self._mean_cache[key] = mean.to(device=x.device, dtype=x.dtype)
         return self._mean_cache[key]
 
+    def _distributed(self) -> bool:
+        if self.sync_layer_means is False:
+            return False
+        running = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if self.sync_layer_means and not running:
+            raise ConfigError(
+                "sync_layer_means=True but no torch.distributed process group of more than one "
+                "process is running: start one (torchrun) or leave sync_layer_means=None."
+            )
+        return running
+
     def _layer_mean(self, layer: str, h: Tensor) -> Tensor:
         acc_dtype = torch.promote_types(h.dtype, torch.float32)
-        batch_mean = h.detach().to(acc_dtype).mean(0)
+        if self._distributed():
+            # Sums and counts over every rank's batch (no gradient flows through them).
+            local = h.detach().to(acc_dtype)
+            packed = torch.cat([local.sum(0).reshape(-1), local.new_full((1,), local.shape[0])])
+            dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+            batch_mean = (packed[:-1] / packed[-1]).reshape(local.shape[1:])
+        else:
+            batch_mean = h.detach().to(acc_dtype).mean(0)
         old = self.layer_means.get(layer)
         if old is None or old.shape != batch_mean.shape or old.device != batch_mean.device:
             new = batch_mean
@@ -337,6 +411,50 @@ class MixupE(Objective):
             self.generator.set_state(state["generator"])
 
     # ----------------------------------------------------------------- the step
+    def clean_size(self, batch_size: int) -> int:
+        """How many samples the clean pass of a batch of ``batch_size`` runs on.
+
+        Example:
+            >>> MixupE(num_classes=3, clean_fraction=0.25).clean_size(128)
+            32
+        """
+        return max(1, min(batch_size, math.floor(self.clean_fraction * batch_size + 0.5)))
+
+    def _subset(
+        self, given: Tensor | None, batch_size: int, device: torch.device, g: torch.Generator
+    ) -> Tensor | None:
+        """The clean subset's indices, or None for the whole batch (nothing is drawn then)."""
+        if given is not None:
+            if (
+                not isinstance(given, Tensor)
+                or given.dim() != 1
+                or given.dtype not in (torch.int64, torch.int32)
+                or not 1 <= given.shape[0] <= batch_size
+            ):
+                shape = tuple(given.shape) if isinstance(given, Tensor) else type(given).__name__
+                raise InputError(
+                    f"clean_subset of shape {shape} is invalid: pass a 1-D int64 tensor of 1 to "
+                    f"{batch_size} distinct sample indices, e.g. torch.randperm({batch_size})[:8]."
+                )
+            given = given.to(device=device, dtype=torch.int64)
+            if self.validate:
+                lo, hi = int(given.min()), int(given.max())
+                if lo < 0 or hi >= batch_size:
+                    raise InputError(
+                        f"clean_subset holds index {lo if lo < 0 else hi}, outside "
+                        f"[0, {batch_size - 1}]: pass indices of samples of the batch."
+                    )
+                if int(torch.bincount(given, minlength=batch_size).max()) > 1:
+                    raise InputError(
+                        "clean_subset holds an index twice: pass distinct indices (a subset)."
+                    )
+            return given
+        size = self.clean_size(batch_size)
+        if size == batch_size:
+            return None
+        drawn = torch.randperm(batch_size, generator=g, device=g.device)[:size]
+        return drawn.to(device, non_blocking=True)
+
     def __call__(
         self,
         model: nn.Module,
@@ -346,9 +464,14 @@ class MixupE(Objective):
         lam: Tensor | float | None = None,
         perm: Tensor | None = None,
         generator: torch.Generator | None = None,
+        clean_subset: Tensor | None = None,
         **options: Any,
     ) -> ObjectiveOutput:
-        """One MixupE step; ``options`` go to the mixing objective (e.g. ``layer=``)."""
+        """One MixupE step; ``options`` go to the mixing objective (e.g. ``layer=``).
+
+        ``clean_subset`` (indices into the batch) fixes the samples of the clean pass, which
+        with ``lam`` and ``perm`` makes a step with ``clean_fraction < 1`` deterministic.
+        """
         batch_size = self._batch_size(x, y)
         device = input_device(x, y)
         dtype = work_dtype(x)
@@ -358,8 +481,9 @@ class MixupE(Objective):
         if fused and not isinstance(x, Tensor):
             raise ConfigError(
                 f"clean_pass='fused' needs tensor inputs, got {type(x).__name__}: use "
-                "clean_pass='separate' for graph batches."
+                "clean_pass='separate' for graph, dict and tuple batches."
             )
+        gen = self._gen(generator)
         plan = self.mixing.plan(
             model,
             x,
@@ -368,11 +492,17 @@ class MixupE(Objective):
             dtype=dtype,
             lam=lam,
             perm=perm,
-            generator=self._gen(generator),
+            generator=gen,
             **plan_options(self.mixing, options, clean),
         )
+        subset = self._subset(clean_subset, batch_size, device, gen)
+        x_clean = x if subset is None else select_samples(x, subset)
+        clean_targets = clean if subset is None else clean[subset]
+        n_clean = batch_size if subset is None else int(subset.shape[0])
         needs_derivative = self.version in (1, 2)
         use_jvp = needs_derivative and self.derivative == "jvp"
+        if needs_derivative and plan.layer == INPUT_LAYER:
+            self._check_differentiable_input(x)
         if use_jvp and torch.is_autocast_enabled(device.type):
             raise ConfigError(
                 "derivative='jvp' cannot run under torch.autocast (forward-mode AD does not "
@@ -392,46 +522,52 @@ class MixupE(Objective):
             captured["h"] = h_req
             return h_req
 
-        with fwAD.dual_level() if use_jvp else contextlib.nullcontext():
+        def forward_passes() -> tuple[Tensor, Tensor]:
             if fused and plan.layer == INPUT_LAYER:
-                logits_all = model(torch.cat([plan.mix(x), prepare_clean(x)]))
-                logits_mix, logits_clean = logits_all[:batch_size], logits_all[batch_size:]
-            elif fused:
+                logits_all = model(torch.cat([plan.mix(x), prepare_clean(x_clean)]))
+                return logits_all[:batch_size], logits_all[batch_size:]
+            if fused:
 
                 def mixed_and_clean(t: Tensor) -> Tensor:
                     return torch.cat([plan.mix(t[:batch_size]), prepare_clean(t[batch_size:])])
 
-                both = torch.cat([x, x])
+                both = torch.cat([x, x_clean])
                 logits_all = forward_with_transform(model, both, plan.layer, mixed_and_clean)
-                logits_mix, logits_clean = logits_all[:batch_size], logits_all[batch_size:]
-            else:
-                logits_mix = forward_with_transform(model, x, plan.layer, plan.mix)
-                if needs_derivative:
-                    logits_clean = forward_with_transform(model, x, plan.layer, prepare_clean)
-                else:
-                    logits_clean = model(x)
-            tangent = None
-            if use_jvp:
+                return logits_all[:batch_size], logits_all[batch_size:]
+            logits_mix = forward_with_transform(model, x, plan.layer, plan.mix)
+            if needs_derivative:
+                return logits_mix, forward_with_transform(
+                    model, x_clean, plan.layer, prepare_clean
+                )
+            return logits_mix, model(x_clean)
+
+        tangent = None
+        if use_jvp:
+            with fwAD.dual_level():
+                logits_mix, logits_clean = run_forward_mode(forward_passes)
                 logits_mix = fwAD.unpack_dual(logits_mix).primal
                 logits_clean, tangent = fwAD.unpack_dual(logits_clean)
                 if tangent is None:
                     tangent = torch.zeros_like(logits_clean)
+        else:
+            logits_mix, logits_clean = forward_passes()
 
         self._check_logits(logits_mix, clean)
         targets = plan_targets(plan, clean, label_smoothing=self.label_smoothing, dtype=dtype)
         mixup_loss = MF.soft_cross_entropy(logits_mix, targets)
         eps = self.label_smoothing
-        clean_smoothed = clean * (1.0 - eps) + eps / clean.shape[1] if eps > 0 else clean
+        if eps > 0:
+            clean_targets = clean_targets * (1.0 - eps) + eps / clean.shape[1]
         if needs_derivative:
             scores = MF.directional_derivative_score(
                 logits_clean,
-                clean_smoothed,
+                clean_targets,
                 inputs=captured.get("h"),
                 direction=captured.get("direction"),
                 logits_tangent=tangent,
             )
         else:
-            scores = MF.fast_score(logits_clean, clean_smoothed, detach_probs=self.version == 4)
+            scores = MF.fast_score(logits_clean, clean_targets, detach_probs=self.version == 4)
 
         if self.version in (1, 3) and self.threshold is not None:
             keep = scores.detach() < self.threshold
@@ -441,7 +577,7 @@ class MixupE(Objective):
             term = scores.abs().sum() if self.version == 2 else scores.sum()
             selected_fraction = torch.ones((), dtype=scores.dtype, device=scores.device)
         sign = 1.0 if self.version in (1, 2) else float(self.fast_sign)
-        regulariser = sign * self.eta * self.c * term / batch_size
+        regulariser = sign * self.eta * self.c * term / n_clean
         total = mixup_loss + regulariser
         ml = mixup_loss.detach()
         if self.rescale:
@@ -474,5 +610,21 @@ class MixupE(Objective):
             mask=plan.mask,
             clean_logits=logits_clean,
             scores=scores,
+            clean_subset=subset,
         )
 
+    def _check_differentiable_input(self, x: Any) -> None:
+        """Versions 1/2 at the input differentiate the model with respect to ``x``."""
+        if not isinstance(x, Tensor):
+            raise ConfigError(
+                f"MixupE version {self.version} differentiates with respect to the mixed "
+                f"input, which a {type(x).__name__} batch does not offer: mix at a hidden layer "
+                "(mixing=ManifoldMixup(layers=[...]); the derivative is then taken there) or "
+                "use version 3 or 4."
+            )
+        if not x.is_floating_point():
+            raise ConfigError(
+                f"MixupE version {self.version} differentiates with respect to the inputs, "
+                f"which needs floating-point inputs, got {x.dtype}: convert them (e.g. "
+                "x.float() / 255), mix at a hidden layer with ManifoldMixup, or use version 3/4."
+            )
