@@ -121,7 +121,7 @@ def test_nonlinear_losses_differ_by_the_documented_terms():
     """Brier: smaller by lam (1 - lam) |Y_a - Y_b|^2; KL: off by the target entropy. Both
     differences are constant in the model, so the logits' gradients still agree."""
     y = torch.tensor([0, 1, 2, 3])
-    perm = torch.tensor([1, 0, 3, 3])
+    perm = torch.tensor([1, 2, 0, 3])  # a permutation (sample 3 is paired with itself)
     lam = 0.3
     onehot = torch.eye(K)[y]
     _, targets = mixupe.MixCollate(mixupe.Mixup(num_classes=K)).mix(

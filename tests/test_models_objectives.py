@@ -274,6 +274,7 @@ def test_mixupe_v3_loss_matches_a_hand_computation(model_name):
     assert torch.allclose(out.loss, expected, atol=1e-5)
 
 
+@pytest.mark.needs("torch_geometric")
 def test_gin_clean_subset_is_a_batch_of_the_chosen_graphs():
     """MixupE's clean pass on part of a graph batch runs the model on exactly those graphs."""
     ds, net, x, y = model_and_batch("gin", n=10)

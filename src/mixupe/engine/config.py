@@ -450,6 +450,8 @@ class TrainConfig:
             reset.add("label_alpha")
         if mixer not in ("cutmix", "mixup-cutmix"):
             reset |= {"cutmix_minmax", "cutmix_axes"}
+        if mixer != "mixup-cutmix":
+            reset |= {"cutmix_alpha", "switch_prob"}
         if self.schedule != "step":
             reset |= {"milestones", "gamma"}
         if self.optimizer != "sgd":
