@@ -267,6 +267,14 @@ def test_booleans_floats_and_strings_are_not_silently_converted(make, pattern):
         make()
 
 
+def test_numpy_integer_seeds_are_integers():
+    import numpy as np
+
+    a = mixupe.Mixup(num_classes=3, seed=np.int64(5))(net(), X, Y)
+    b = mixupe.Mixup(num_classes=3, seed=5)(net(), X, Y)
+    assert torch.equal(a.perm, b.perm) and torch.equal(a.lam, b.lam)
+
+
 def test_cutmix_shape_errors():
     with pytest.raises(ConfigError, match=r"cannot infer the CutMix box.*spatial_dims=1"):
         mixupe.CutMix(num_classes=3)(net(), torch.zeros(6, 1, 2, 2, 2), Y)

@@ -13,6 +13,7 @@ batch, or a dict / tuple / list whose tensors are all ``(B, ...)`` (the model is
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,8 +194,16 @@ def check_probability(value: float, name: str) -> None:
 
 
 def check_seed(seed: Any) -> None:
-    """Raise :class:`ConfigError` unless ``seed`` is None or an integer."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+    """Raise :class:`ConfigError` unless ``seed`` is None or an integer (numpy's too)."""
+    if seed is None:
+        return
+    try:
+        operator.index(seed)
+    except TypeError:
+        ok = False
+    else:
+        ok = not isinstance(seed, bool)
+    if not ok:
         raise ConfigError(
             f"seed={seed!r} is invalid: pass an integer (e.g. seed=0), or generator= with a "
             "torch.Generator."
