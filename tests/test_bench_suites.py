@@ -168,7 +168,8 @@ def test_invalid_train_config_value_names_the_cell():
 
 def test_unknown_suite_and_bad_toml(tmp_path: Path):
     with pytest.raises(ConfigError,
-                       match=r"'nosuch' is neither a built-in suite.*\['family', 'full', "):
+                       match=r"'nosuch' is neither a built-in suite.*"
+                             r"\['converged', 'family', 'full', "):
         load_suite("nosuch")
     path = tmp_path / "broken.toml"
     path.write_text("name = \n")

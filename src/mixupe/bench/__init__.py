@@ -2,7 +2,7 @@
 
 >>> from mixupe.bench import load_suite, builtin_suites
 >>> builtin_suites()
-['family', 'full', 'images', 'quick', 'regime', 'smoke']
+['converged', 'family', 'full', 'images', 'quick', 'regime', 'smoke']
 """
 
 from __future__ import annotations
