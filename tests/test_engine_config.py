@@ -21,7 +21,8 @@ def test_run_name_example_and_round_trip() -> None:
     dataset, model, method, tail = cfg.run_name().split("/")
     assert (dataset, model, method) == ("digits", "mlp", "mixupe-v3-a2-eta0.01-t1-sign-1")
     # the split drawn from the run seed is shown (a fixed split was the first scheme's rule)
-    assert tail.startswith("splitrun-fevalend-seed0-") and len(tail.split("-")[-1]) == 6
+    assert tail.startswith("splitrun-fevalend-lamtransform-seed0-")
+    assert len(tail.split("-")[-1]) == 6
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -36,6 +37,7 @@ def test_every_hyper_parameter_changes_the_name() -> None:
         "milestones": (3,), "gamma": 0.5, "model_options": {"width": 8},
         "data_options": {"subset": 100}, "fgsm_eps": 0.1, "ece_bins": 10, "seed": 1,
         "amp": True, "data_seed": 0, "full_eval": "each-epoch", "val_every": 2,
+        "lambda_sampler": "dirichlet",
         "clean_fraction": 0.25,
     }
     # the Mixup family's knobs, varied from a base that uses them all
@@ -262,3 +264,18 @@ def test_schedule_errors() -> None:
         LRFactor(schedule="cosine", steps_per_epoch=0, epochs=1)
     with pytest.raises(ConfigError, match=r"schedule='linear'.*'cosine'"):
         LRFactor(schedule="linear", steps_per_epoch=1, epochs=1)
+
+
+def test_lambda_sampler_reaches_every_mixer_and_keeps_legacy_names() -> None:
+    import mixupe.objectives as O
+    from mixupe.engine.objective import build_objective
+
+    cfg = TrainConfig(method="mixupe", mixing="mixup-cutmix", lambda_sampler="dirichlet")
+    obj = build_objective(cfg, model=torch.nn.Identity(), num_classes=3, domain="images",
+                          generator=torch.Generator())
+    assert isinstance(obj.mixing, O.Switch)
+    assert obj.mixing.first.lambda_sampler == obj.mixing.second.lambda_sampler == "dirichlet"
+    # the legacy sampler is the naming value: runs made before keep their names
+    assert "lam" not in TrainConfig(method="mixup", lambda_sampler="dirichlet").run_name()
+    assert "-lamtransform-" in TrainConfig(method="mixup").run_name()
+    assert "lam" not in TrainConfig(method="erm").run_name().split("/")[-1]  # ERM draws none

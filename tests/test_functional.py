@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mixupe import functional as MF
-from mixupe.errors import InputError
+from mixupe.errors import ConfigError, InputError
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -56,8 +56,8 @@ def test_lambda_follows_scipy_beta_by_kolmogorov_smirnov(alpha):
 def test_lambda_sampling_uses_only_public_generator_aware_calls():
     import inspect
 
-    source = inspect.getsource(MF)
-    assert "torch._" not in source  # no private sampler (e.g. torch._sample_dirichlet)
+    source = inspect.getsource(MF.sample_lambda).split('if method != "transform"')[1]
+    assert "torch._" not in source and "_sample_dirichlet" not in source  # the default path
     # one generator state fixes the draws; the next call continues the stream
     g1, g2 = gen(5), gen(5)
     a = MF.sample_lambda(0.4, batch_size=9, per_sample=True, generator=g1)
@@ -69,6 +69,26 @@ def test_lambda_sampling_uses_only_public_generator_aware_calls():
                             dtype=torch.float64)
     assert bool(torch.isfinite(tiny).all()) and float(tiny.min()) >= 0 and float(tiny.max()) <= 1
     assert float(((tiny < 0.01) | (tiny > 0.99)).double().mean()) > 0.9
+
+
+def test_the_legacy_sampler_reproduces_torch_dirichlet_draws_and_the_default_avoids_it(
+        monkeypatch):
+    want = torch._sample_dirichlet(torch.full((6, 2), 0.3, dtype=torch.float64),
+                                   generator=gen(4))[:, 0]
+    got = MF.sample_lambda(0.3, batch_size=6, per_sample=True, generator=gen(4),
+                           dtype=torch.float64, method="dirichlet")
+    assert torch.equal(got, want)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the default sampler called the private Dirichlet sampler")
+
+    monkeypatch.setattr(torch, "_sample_dirichlet", refuse)
+    assert MF.sample_lambda(0.3, batch_size=6, per_sample=True, generator=gen(4)).shape == (6,)
+    monkeypatch.delattr(torch, "_sample_dirichlet")
+    with pytest.raises(ConfigError, match=r"method='dirichlet' needs torch._sample_dirichlet"):
+        MF.sample_lambda(0.3, generator=gen(4), method="dirichlet")
+    with pytest.raises(ConfigError, match=r"method='beta' is not a lambda sampler"):
+        MF.sample_lambda(0.3, generator=gen(4), method="beta")
 
 
 def test_lambda_shapes_and_per_batch_scalar():

@@ -201,7 +201,8 @@ def test_markdown_table_shows_the_numbers(fake_runs):
     assert "- digits / Mixup: reg_ratio" not in text  # diagnostics only for MixupE arms
     mixup = summary.cell("digits", "Mixup")
     alpha = mixup.params["alpha"]
-    assert f"- digits / Mixup: `digits/mlp/mixup-a{alpha:g}/e3-splitrun-fevalend`" in text
+    name = f"digits/mlp/mixup-a{alpha:g}/e3-splitrun-fevalend-lamtransform"
+    assert f"- digits / Mixup: `{name}`" in text
     # Two datasets x three arms = six rows in the main table; then a glance row per dataset
     # and a paired row per dataset and non-baseline arm.
     main_table, rest = text.split("### At a glance")
@@ -256,7 +257,7 @@ def test_runs_outside_suites_are_grouped_by_config(tmp_path: Path):
     assert len(summary.cells) == 2
     mixup = next(c for c in summary.cells if "mixup" in c.arm)
     # the run name without dataset, seed and hash
-    assert mixup.arm == "mlp/mixup-a0.4/e2-splitrun-fevalend"
+    assert mixup.arm == "mlp/mixup-a0.4/e2-splitrun-fevalend-lamtransform"
     assert mixup.seeds == [0, 1]
     assert mixup.ci["acc"] == pytest.approx(t_interval([0.8, 0.9]))
     erm = next(c for c in summary.cells if c is not mixup)

@@ -83,6 +83,8 @@ FIELD_HELP: dict[str, str] = {
     "fgsm_eps": "FGSM attack size in standardised input units for the robustness metric",
     "ece_bins": "number of equal-width bins of the expected calibration error",
     "val_every": "validate every N epochs (and at the last); 1: every epoch",
+    "lambda_sampler": "how Beta lambdas are drawn: transform (public uniforms) or dirichlet "
+                      "(mixupe 0.1's private-API draws, to reproduce its runs)",
     "full_eval": "when test, FGSM and reliability are evaluated: end (final and best-validation "
                  "epoch; validation every epoch) or each-epoch",
     "seed": "random seed (data order, initialisation, mixing; the split too unless data-seed)",

@@ -29,6 +29,7 @@ from torch import Tensor
 from mixupe.errors import ConfigError, InputError
 
 __all__ = [
+    "LAMBDA_SAMPLERS",
     "check_alpha",
     "check_finite_tensor",
     "check_labels",
@@ -71,6 +72,9 @@ def check_alpha(alpha: float) -> None:
 _JOHNK_CANDIDATES = 32
 
 
+LAMBDA_SAMPLERS = ("transform", "dirichlet")
+
+
 def sample_lambda(
     alpha: float,
     *,
@@ -78,6 +82,7 @@ def sample_lambda(
     per_sample: bool = False,
     generator: torch.Generator,
     dtype: torch.dtype = torch.float32,
+    method: str = "transform",
 ) -> Tensor:
     """Draw lambda ~ Beta(alpha, alpha) on the generator's device.
 
@@ -93,6 +98,11 @@ def sample_lambda(
       ``lambda = X / (X + Y)`` given ``X + Y <= 1``, with a fixed number of candidates (the
       first accepted one is kept; computed in logs, so tiny alphas do not underflow).
 
+    ``method="dirichlet"`` draws as mixupe 0.1 did, through PyTorch's private
+    ``torch._sample_dirichlet`` (the first coordinate of a Dirichlet(alpha, alpha)); it exists
+    only to reproduce runs made with that version, since a private function may change or
+    vanish between PyTorch releases.
+
     Example:
         >>> g = torch.Generator().manual_seed(0)
         >>> sample_lambda(2.0, generator=g).shape
@@ -102,6 +112,20 @@ def sample_lambda(
     """
     check_alpha(alpha)
     n = batch_size if per_sample else 1
+    if method == "dirichlet":
+        sample_dirichlet = getattr(torch, "_sample_dirichlet", None)
+        if sample_dirichlet is None:
+            raise ConfigError(
+                f"method='dirichlet' needs torch._sample_dirichlet, which torch "
+                f"{torch.__version__} lacks; use method='transform' (runs made with the old "
+                "sampler cannot be reproduced bit for bit on this PyTorch)"
+            )
+        conc = torch.full((n, 2), float(alpha), dtype=torch.float64, device=generator.device)
+        draw = sample_dirichlet(conc, generator=generator)
+        return draw[:, 0].to(dtype) if per_sample else draw[0, 0].to(dtype)
+    if method != "transform":
+        raise ConfigError(f"method={method!r} is not a lambda sampler; choose one of "
+                          f"{LAMBDA_SAMPLERS}")
     opts = {"generator": generator, "device": generator.device, "dtype": torch.float64}
     if alpha > 0.5:
         u = torch.rand((2, n), **opts)

@@ -64,6 +64,7 @@ _NAMING_V1: dict[str, Any] = {
 # - the Mixup family's knobs: before them every batch was mixed, by one Beta(alpha, alpha)
 #   lambda for inputs and labels, CutMix boxes came from lambda, and no SAM was used.
 # - val_every: runs used to validate after every epoch.
+# - lambda_sampler: runs used to draw Beta lambdas with torch's private Dirichlet sampler.
 # - clean_fraction: MixupE's clean pass used to run on the whole batch.
 # - cutmix_axes: CutMix used to choose its box axes from the input's rank.
 _NAMING_ADDED: dict[str, Any] = {
@@ -80,6 +81,7 @@ _NAMING_ADDED: dict[str, Any] = {
     "val_every": 1,
     "clean_fraction": 1.0,
     "cutmix_axes": None,
+    "lambda_sampler": "dirichlet",
 }
 NAMING_DEFAULTS: dict[str, Any] = {**_NAMING_V1, **_NAMING_ADDED}
 
@@ -114,6 +116,7 @@ _SHORT = {
     "data_seed": "split",
     "full_eval": "feval",
     "val_every": "ve",
+    "lambda_sampler": "lam",
     "mixer_options": "mxo",
     "mix_prob": "p",
     "off_epoch": "off",
@@ -212,6 +215,9 @@ class TrainConfig:
     the test split, the FGSM attack and the reliability bins only at the end, for the final
     model and for the model of the best-validation epoch (kept in the checkpoint);
     ``"each-epoch"`` evaluates everything after every epoch (the first study's rule).
+    ``lambda_sampler`` draws Beta lambdas from public uniforms (``"transform"``) or, to
+    reproduce runs made before that sampler existed, as mixupe 0.1 did (``"dirichlet"``).
+
     ``val_every=k`` validates only every k-th epoch and at the last (with ``"end"``), for
     settings where the validation split is large next to the training data; the best epoch
     is then chosen among the validated epochs.
@@ -250,6 +256,7 @@ class TrainConfig:
     ece_bins: int = 15
     full_eval: str = "end"
     val_every: int = 1
+    lambda_sampler: str = "transform"
     seed: int = 0
     data_seed: int | None = None
     mixer_options: tuple[tuple[str, Any], ...] = field(default=())
@@ -315,6 +322,7 @@ class TrainConfig:
         choice("clean_pass", CLEAN_PASSES)
         choice("full_eval", FULL_EVALS)
         number("val_every", low=1, integer=True)
+        choice("lambda_sampler", ("transform", "dirichlet"))
         choice("optimizer", OPTIMIZERS)
         choice("schedule", SCHEDULES)
         number("alpha", low=0.0, strict=True)
@@ -422,7 +430,8 @@ class TrainConfig:
 
         Equivalent runs then share one run name:
 
-        >>> TrainConfig(method="erm", eta=0.5).normalized() == TrainConfig(method="erm")
+        >>> erm = TrainConfig(method="erm").normalized()
+        >>> TrainConfig(method="erm", eta=0.5).normalized() == erm
         True
 
         Reset options take their naming value (:data:`NAMING_DEFAULTS`).
@@ -434,7 +443,7 @@ class TrainConfig:
                  "cutmix_minmax", "switch_prob", "cutmix_axes"}
         mixer = self.mixer_name()
         if self.method == "erm":
-            reset |= mixupe_only | knobs | {"alpha", "per_sample", "mix_layers"}
+            reset |= mixupe_only | knobs | {"alpha", "per_sample", "mix_layers", "lambda_sampler"}
         elif self.method == "mixupe":
             if self.version in (2, 4):
                 reset.add("threshold")  # versions 2 and 4 use every sample
@@ -545,9 +554,9 @@ class TrainConfig:
         it computes).
 
         >>> TrainConfig(method="mixup", alpha=0.2, epochs=3).run_name()[:-6]
-        'digits/mlp/mixup-a0.2/e3-splitrun-fevalend-seed0-'
+        'digits/mlp/mixup-a0.2/e3-splitrun-fevalend-lamtransform-seed0-'
         >>> TrainConfig(method="mixup", alpha=0.2, epochs=3, data_seed=0,
-        ...             full_eval="each-epoch").run_name()[:-6]
+        ...             full_eval="each-epoch", lambda_sampler="dirichlet").run_name()[:-6]
         'digits/mlp/mixup-a0.2/e3-seed0-'
         """
         cfg = self.normalized()

@@ -75,9 +75,18 @@ def build_mixer(cfg: TrainConfig, *, model: nn.Module, common: dict[str, Any],
     except TypeError as exc:  # an unknown mixer option
         raise ConfigError(f"mixer_options {extra} do not fit {name}: {exc}; see the "
                           f"mixer's docstring for its options") from None
+    _set_lambda_sampler(mixer, cfg.lambda_sampler)
     if cfg.mix_prob < 1.0 or cfg.off_epoch is not None:
         mixer = O.Scheduled(mixer, prob=cfg.mix_prob, off_epoch=cfg.off_epoch)
     return mixer
+
+
+def _set_lambda_sampler(mixer: Any, method: str) -> None:
+    """Give ``mixer`` and the mixers it wraps (a switch's two) the lambda sampler ``method``."""
+    mixer.lambda_sampler = method
+    for inner in (getattr(mixer, name, None) for name in ("first", "second", "mixer")):
+        if inner is not None:
+            _set_lambda_sampler(inner, method)
 
 
 def build_objective(cfg: TrainConfig, *, model: nn.Module, num_classes: int, domain: str,

@@ -505,9 +505,15 @@ class Mixer(Objective):
 
     ``mix_keys`` names the entries of a dict batch (keys) or tuple batch (indices) that input
     mixing mixes; the other entries stay with their sample. Tensor batches need no names.
+
+    ``lambda_sampler`` (a class attribute, set on an instance to change it) picks how Beta
+    lambdas are drawn: ``"transform"`` (public uniforms only, the default) or
+    ``"dirichlet"`` (mixupe 0.1's draws through PyTorch's private Dirichlet sampler, to
+    reproduce runs made before; see :func:`mixupe.functional.sample_lambda`).
     """
 
     model_free: bool = False
+    lambda_sampler: str = "transform"
 
     def __init__(
         self,
@@ -611,6 +617,7 @@ class Mixer(Objective):
                 per_sample=self.per_sample,
                 generator=generator,
                 dtype=dtype,
+                method=self.lambda_sampler,
             ).to(device, non_blocking=True)
         else:
             lam_t = self._given_lam(lam, batch_size, device, dtype)

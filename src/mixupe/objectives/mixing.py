@@ -152,7 +152,7 @@ class Mixup(Mixer):
         elif self.label_alpha is not None:
             lam_y = MF.sample_lambda(
                 self.label_alpha, batch_size=batch_size, per_sample=self.per_sample,
-                generator=generator, dtype=dtype,
+                generator=generator, dtype=dtype, method=self.lambda_sampler,
             ).to(device, non_blocking=True)
         return MixPlan(
             lam=lam_y,
