@@ -270,3 +270,19 @@ def test_cli_bench_restrict_dry_run_lists_the_restricted_suite(capsys, tmp_path)
     assert "suite full@alpha=0.2,eta=1:" in out
     assert "mixupe-v4-a0.2-eta1-" in out and "eta0.01" not in out and "mixup-a1/" not in out
     assert main(["bench", "full", "--restrict", "alpha", "--dry-run"]) == 2
+
+
+def test_an_arm_may_run_on_some_datasets_only():
+    arms = [{"label": "ERM", "method": "erm"},
+            {"label": "CutMix", "method": "cutmix", "datasets": ["digits"],
+             "grid": {"alpha": [0.2, 1.0]}},
+            {"label": "E", "method": "mixupe", "mixing": "cutmix", "datasets": ["digits"],
+             "follow": {"alpha": "CutMix"}, "grid": {"eta": [0.1, 1.0]}}]
+    suite = parse_suite(base_suite(arms=arms, seeds=[0], selection_seeds=[9]))
+    cells = [(p.dataset, p.arm) for p in expand(suite)]
+    assert cells == [("digits", "ERM"), ("digits", "CutMix"), ("digits", "E"), ("sat", "ERM")]
+    with pytest.raises(ConfigError, match=r"datasets = \['mnist'\] must list dataset labels"):
+        parse_suite(base_suite(arms=[{**arms[1], "datasets": ["mnist"]}]))
+    unrestricted = [arms[0], arms[1], {k: v for k, v in arms[2].items() if k != "datasets"}]
+    with pytest.raises(ConfigError, match=r"follows 'CutMix', which runs only on \['digits'\]"):
+        parse_suite(base_suite(arms=unrestricted, seeds=[0], selection_seeds=[9]))

@@ -23,6 +23,7 @@ A suite is datasets x arms (methods) x hyper-parameter grids x seeds::
     method = "mixupe"
     grid = { eta = [0.01, 0.1] }
     follow = { alpha = "Mixup" }   # use the alpha that arm "Mixup" chose on this dataset
+    datasets = ["digits"]          # optional: the dataset labels this arm runs on
 
 A cell (dataset x arm) with one grid point needs no selection and reports every seed. A
 cell with several points runs each with the selection seeds, chooses the best mean
@@ -102,6 +103,7 @@ class ArmSpec:
     settings: Mapping[str, Any]
     grid: Mapping[str, Sequence[Any]]
     follow: Mapping[str, str] = dataclasses.field(default_factory=dict)  # key -> arm label
+    only: tuple[str, ...] | None = None  # dataset labels this arm runs on (None: all)
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,7 @@ def parse_suite(data: Mapping[str, Any], *, source: str = "suite") -> Suite:
             raise ConfigError(f"{source}: arms entry {i} has no label; add label = \"Mixup\"")
         grid = dict(entry.pop("grid", {}))
         follow = entry.pop("follow", {})
+        only = entry.pop("datasets", None)
         where = f"{source} arm {label!r}"
         _check_fields(entry, where)
         _check_fields(grid, f"{where} grid")
@@ -282,7 +285,20 @@ def parse_suite(data: Mapping[str, Any], *, source: str = "suite") -> Suite:
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{where}: grid {key} = {values!r} must be a non-empty list")
         follow = _parse_follow(follow, where, entry, grid, [a.label for a in arms])
-        arms.append(ArmSpec(label=label, settings=entry, grid=grid, follow=follow))
+        if only is not None:
+            labels = [d.label for d in datasets]
+            if (not isinstance(only, list) or not only
+                    or any(o not in labels for o in only)):
+                raise ConfigError(f"{where}: datasets = {only!r} must list dataset labels of "
+                                  f"this suite, e.g. {labels[:1]}")
+            only = tuple(only)
+        for key, parent_label in follow.items():
+            parent = next(a for a in arms if a.label == parent_label)
+            if parent.only is not None and (only is None or set(only) - set(parent.only)):
+                raise ConfigError(f"{where}: follows {parent_label!r}, which runs only on "
+                                  f"{list(parent.only)}; restrict this arm to those datasets "
+                                  f"(datasets = {list(parent.only)})")
+        arms.append(ArmSpec(label=label, settings=entry, grid=grid, follow=follow, only=only))
     if not arms:
         raise ConfigError(f"{source} lists no arms; add at least one [[arms]] table")
     named = (("dataset", [d.label for d in datasets]), ("arm", [a.label for a in arms]))
@@ -401,6 +417,8 @@ def expand(suite: Suite, *, overrides: Mapping[str, Any] | None = None,
     plans = []
     for ds in suite.datasets:
         for arm in suite.arms:
+            if arm.only is not None and ds.label not in arm.only:
+                continue
             grid = {k: v for k, v in arm.grid.items() if k not in overrides}
             grid |= _followed_values(suite, arm, ds, overrides)
             keys = list(grid)
