@@ -292,7 +292,7 @@ def parse_suite(data: Mapping[str, Any], *, source: str = "suite") -> Suite:
                 raise ConfigError(f"{where}: datasets = {only!r} must list dataset labels of "
                                   f"this suite, e.g. {labels[:1]}")
             only = tuple(only)
-        for key, parent_label in follow.items():
+        for parent_label in follow.values():
             parent = next(a for a in arms if a.label == parent_label)
             if parent.only is not None and (only is None or set(only) - set(parent.only)):
                 raise ConfigError(f"{where}: follows {parent_label!r}, which runs only on "
