@@ -93,6 +93,27 @@ class MixPlan:
     weights: Tensor | None = None
 
 
+@dataclass(frozen=True)
+class MixingStep:
+    """What :meth:`Objective._plan_mixing` prepares for one step."""
+
+    batch_size: int
+    device: torch.device
+    dtype: torch.dtype
+    clean: Tensor  # the clean (unsmoothed) soft targets, (B, K)
+    plan: Any  # the mixing's MixPlan
+    generator: torch.Generator
+
+
+def check_mixing(mixing: Any) -> None:
+    """Raise :class:`ConfigError` unless ``mixing`` is a mixing objective (a :class:`Mixer`)."""
+    if not isinstance(mixing, Mixer):
+        raise ConfigError(
+            f"mixing={mixing!r} is not a mixing objective: pass Mixup(...), CutMix(...) or "
+            "another mixer (ERM does not mix)."
+        )
+
+
 def plan_options(mixer: Any, options: dict[str, Any], clean: Tensor) -> dict[str, Any]:
     """The keyword options of ``mixer.plan``: the caller's, plus ``targets=`` (the clean soft
     targets) for mixers whose plan needs the labels (``needs_targets = True``: saliency from a
@@ -376,6 +397,22 @@ class Objective:
 
     def _gen(self, generator: torch.Generator | None) -> torch.Generator:
         return self.generator if generator is None else generator
+
+    def _plan_mixing(self, mixing: Mixer, model: nn.Module, x: Any, y: Tensor, *,
+                     lam: Tensor | float | None, perm: Tensor | None,
+                     generator: torch.Generator | None,
+                     options: dict[str, Any]) -> MixingStep:
+        """The shared start of an objective built on a mixing objective (MixupE, RegMixup, the
+        control): the batch checked, its clean targets, and the mixing's plan."""
+        batch_size = self._batch_size(x, y)
+        device = input_device(x, y)
+        dtype = work_dtype(x)
+        clean = self._clean_targets(y, dtype)
+        self._check_inputs(x)
+        gen = self._gen(generator)
+        plan = mixing.plan(model, x, batch_size, device=device, dtype=dtype, lam=lam, perm=perm,
+                           generator=gen, **plan_options(mixing, options, clean))
+        return MixingStep(batch_size, device, dtype, clean, plan, gen)
 
     def _given_lam(
         self, lam: Tensor | float, batch_size: int, device: torch.device, dtype: torch.dtype

@@ -30,10 +30,8 @@ from mixupe.objectives.base import (
     Mixer,
     Objective,
     ObjectiveOutput,
-    input_device,
-    plan_options,
+    check_mixing,
     plan_targets,
-    work_dtype,
 )
 from mixupe.objectives.hooks import forward_with_transform
 from mixupe.objectives.mixing import Mixup
@@ -71,9 +69,7 @@ class MixupCleanCE(Objective):
             mixing = Mixup(alpha=1.0, num_classes=num_classes,
                            label_smoothing=label_smoothing or 0.0, seed=seed,
                            generator=generator, validate=validate, check_finite=check_finite)
-        elif not isinstance(mixing, Mixer):
-            raise ConfigError(f"mixing={mixing!r} is not a mixing objective: pass Mixup(...), "
-                              "CutMix(...) or another mixer (ERM does not mix).")
+        check_mixing(mixing)
         if (beta is None) == (eta is None):
             raise ConfigError("give exactly one of beta (the clean CE's weight) and eta "
                               "(then beta = eta * c, MixupE's scale), e.g. eta=0.1")
@@ -106,14 +102,9 @@ class MixupCleanCE(Objective):
         **options: Any,
     ) -> ObjectiveOutput:
         """One step; ``options`` go to the mixing objective's plan (e.g. ``layer=``)."""
-        batch_size = self._batch_size(x, y)
-        device = input_device(x, y)
-        dtype = work_dtype(x)
-        clean = self._clean_targets(y, dtype)
-        self._check_inputs(x)
-        plan = self.mixing.plan(model, x, batch_size, device=device, dtype=dtype, lam=lam,
-                                perm=perm, generator=self._gen(generator),
-                                **plan_options(self.mixing, options, clean))
+        step = self._plan_mixing(self.mixing, model, x, y, lam=lam, perm=perm,
+                                 generator=generator, options=options)
+        plan, clean, dtype = step.plan, step.clean, step.dtype
         logits_mix = forward_with_transform(model, x, plan.layer, plan.mix)
         logits_clean = model(x)
         self._check_logits(logits_mix, clean)

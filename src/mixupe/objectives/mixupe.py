@@ -80,12 +80,10 @@ from mixupe.objectives.base import (
     Mixer,
     Objective,
     ObjectiveOutput,
+    check_mixing,
     check_probability,
-    input_device,
-    plan_options,
     plan_targets,
     select_samples,
-    work_dtype,
 )
 from mixupe.objectives.forward_mode import run_forward_mode
 from mixupe.objectives.hooks import INPUT_LAYER, forward_with_transform
@@ -169,11 +167,7 @@ class MixupE(Objective):
                 validate=validate,
                 check_finite=check_finite,
             )
-        elif not isinstance(mixing, Mixer):
-            raise ConfigError(
-                f"mixing={mixing!r} is not a mixing objective: pass Mixup(...), CutMix(...) or "
-                "ManifoldMixup(...) (ERM does not mix)."
-            )
+        check_mixing(mixing)
         if alpha is not None and float(alpha) != mixing.alpha:
             raise ConfigError(
                 f"MixupE(alpha={alpha}) differs from the mixing objective's alpha={mixing.alpha}: "
@@ -472,29 +466,16 @@ class MixupE(Objective):
         ``clean_subset`` (indices into the batch) fixes the samples of the clean pass, which
         with ``lam`` and ``perm`` makes a step with ``clean_fraction < 1`` deterministic.
         """
-        batch_size = self._batch_size(x, y)
-        device = input_device(x, y)
-        dtype = work_dtype(x)
-        clean = self._clean_targets(y, dtype)
-        self._check_inputs(x)
         fused = self.clean_pass == "fused"
         if fused and not isinstance(x, Tensor):
             raise ConfigError(
                 f"clean_pass='fused' needs tensor inputs, got {type(x).__name__}: use "
                 "clean_pass='separate' for graph, dict and tuple batches."
             )
-        gen = self._gen(generator)
-        plan = self.mixing.plan(
-            model,
-            x,
-            batch_size,
-            device=device,
-            dtype=dtype,
-            lam=lam,
-            perm=perm,
-            generator=gen,
-            **plan_options(self.mixing, options, clean),
-        )
+        step = self._plan_mixing(self.mixing, model, x, y, lam=lam, perm=perm,
+                                 generator=generator, options=options)
+        batch_size, device, dtype = step.batch_size, step.device, step.dtype
+        clean, plan, gen = step.clean, step.plan, step.generator
         subset = self._subset(clean_subset, batch_size, device, gen)
         x_clean = x if subset is None else select_samples(x, subset)
         clean_targets = clean if subset is None else clean[subset]

@@ -16,10 +16,8 @@ from mixupe.objectives.base import (
     Mixer,
     Objective,
     ObjectiveOutput,
-    input_device,
-    plan_options,
+    check_mixing,
     plan_targets,
-    work_dtype,
 )
 from mixupe.objectives.hooks import INPUT_LAYER, forward_with_transform
 from mixupe.objectives.mixing import Mixup
@@ -65,11 +63,7 @@ class RegMixup(Objective):
             mixing = Mixup(alpha=10.0, num_classes=num_classes,
                            label_smoothing=label_smoothing or 0.0, seed=seed,
                            generator=generator, validate=validate, check_finite=check_finite)
-        elif not isinstance(mixing, Mixer):
-            raise ConfigError(
-                f"mixing={mixing!r} is not a mixing objective: pass Mixup(...), CutMix(...) or "
-                "another mixer (ERM does not mix)."
-            )
+        check_mixing(mixing)
         if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
             raise ConfigError(f"eta={eta!r} is invalid: pass the weight of the mixing loss, >= 0.")
         if num_classes is None:
@@ -95,14 +89,9 @@ class RegMixup(Objective):
         **options: Any,
     ) -> ObjectiveOutput:
         """One RegMixup step; ``options`` go to the mixing objective's plan."""
-        batch_size = self._batch_size(x, y)
-        device = input_device(x, y)
-        dtype = work_dtype(x)
-        clean = self._clean_targets(y, dtype)
-        self._check_inputs(x)
-        plan = self.mixing.plan(model, x, batch_size, device=device, dtype=dtype, lam=lam,
-                                perm=perm, generator=self._gen(generator),
-                                **plan_options(self.mixing, options, clean))
+        step = self._plan_mixing(self.mixing, model, x, y, lam=lam, perm=perm,
+                                 generator=generator, options=options)
+        batch_size, plan, clean, dtype = step.batch_size, step.plan, step.clean, step.dtype
         if plan.layer == INPUT_LAYER and isinstance(x, Tensor):
             logits_all = model(torch.cat([plan.mix(x), x]))
         else:
