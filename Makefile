@@ -16,8 +16,8 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# docs/RESULTS.md and docs/results/ from the study's run logs in results/full (no training;
+# docs/RESULTS.md and docs/results/ from the studies' run logs in results/ (no training;
 # fails if the hand-written preamble quotes a figure the report does not contain).
 results: setup
-	$(VENV)/bin/mixupe report results/full --out docs/results --document docs/RESULTS.md \
+	$(VENV)/bin/mixupe report results --out docs/results --document docs/RESULTS.md \
 		--preamble docs/RESULTS.preamble.md > /dev/null

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -142,14 +141,15 @@ def test_every_field_has_a_naming_value_and_a_label() -> None:
 
 @pytest.mark.skipif(not RESULTS.is_dir(), reason="no committed run logs in this checkout")
 def test_committed_runs_keep_their_names() -> None:
-    # The names were written by the first naming scheme: an independent record of it.
-    configs = sorted(RESULTS.rglob("config.json"))
-    assert len(configs) > 100
-    for path in configs:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        root = next(p for p in path.parents if p.parent == RESULTS)
-        name = path.parent.relative_to(root).as_posix()
-        assert TrainConfig.from_stored(stored["config"]).run_name() == name
+    # The names were written by the naming scheme of their time: an independent record of it.
+    from mixupe.bench.rundirs import RunReader
+
+    reader = RunReader(RESULTS)
+    names = reader.names()
+    assert len(names) > 500
+    for name in names:
+        stored = reader(name).config
+        assert TrainConfig.from_stored(stored).run_name() == name
 
 
 def _with_new_field(monkeypatch: pytest.MonkeyPatch, legacy: int, default: int) -> type:

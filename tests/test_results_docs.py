@@ -1,7 +1,7 @@
 """The committed study pages say what the committed run logs say.
 
-``docs/results/report.md`` must be exactly what ``mixupe report results/full`` renders from
-the run directories in ``results/full/`` (their config.json, metrics.jsonl, result.json), and
+``docs/results/report.md`` must be exactly what ``mixupe report results`` renders from the
+suite manifests and packs committed in ``results/`` (configs, results, per-epoch records), and
 every ``mean ± half`` figure that the hand-written parts (the preamble of docs/RESULTS.md and
 the README) quote must appear in that report. A rerun that changes a number, or an edit to a
 quote, fails here until the pages are regenerated (``make results``).
@@ -17,7 +17,7 @@ from mixupe.bench.report import GENERATED_MARK, render_markdown, stale_quotes
 from mixupe.bench.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ROOT / "results" / "full"
+RUNS = ROOT / "results"
 REPORT = ROOT / "docs" / "results" / "report.md"
 
 pytestmark = pytest.mark.skipif(not (RUNS.is_dir() and REPORT.is_file()),

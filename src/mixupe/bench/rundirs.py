@@ -189,7 +189,9 @@ def _compact_epoch(record: Mapping[str, Any]) -> dict[str, Any]:
 def write_pack(runs_root: str | Path, names: Iterable[str], path: str | Path) -> int:
     """Write the finished runs among ``names`` under ``runs_root`` to the pack ``path``.
 
-    Only complete and diverged runs go in (a partial run is still being trained). An
+    Only complete and diverged runs go in (a partial run is still being trained). Per-epoch
+    records are rounded to six significant digits; a run that evaluated test after every epoch
+    and has no ``best`` entry gets one derived from its full-precision records first. An
     existing pack file is never replaced by one with fewer runs. Returns the runs packed.
 
     Example:
@@ -204,7 +206,12 @@ def write_pack(runs_root: str | Path, names: Iterable[str], path: str | Path) ->
         rec = read_run(root, name)
         if rec.status not in ("complete", "failed"):
             continue
-        runs[name] = {"status": rec.status, "config": rec.config, "result": rec.result,
+        result = dict(rec.result)
+        best = rec.best()
+        if "best" not in result and best is not None:
+            # derived here from the full-precision records, before they are rounded
+            result["best"] = {"epoch": best[0], "test": best[1], "derived": "records"}
+        runs[name] = {"status": rec.status, "config": rec.config, "result": result,
                       "failure": rec.failure,
                       "epochs": [_compact_epoch(e) for e in rec.epochs]}
     target = Path(path)
