@@ -205,12 +205,13 @@ def test_builtin_suites_expand_and_validate(name):
                     for c in pt.configs.values() if c.method == "mixupe"}
         assert versions == {(1, -1), (3, -1), (3, 1), (4, -1)}  # v1: sign reset by normalized
     if name == "quick":
-        import mixupe.data
-
-        domains = {mixupe.data.describe(d.settings["dataset"])["domain"] for d in suite.datasets}
-        assert domains == {"images", "tabular", "speech", "graphs"}
+        # the regime search's letter-2k setting, where Mixup beats ERM at convergence
+        regime = next(p for p in expand(load_suite("regime"))
+                      if p.dataset == "letter-2k" and p.arm == "ERM")
+        quick_erm = next(p for p in plans if p.arm == "ERM")
+        assert quick_erm.points[0].configs[0] == regime.points[0].configs[0]
         assert {c.method for p in plans for pt in p.points for c in pt.configs.values()} == {
-            "erm", "mixup", "mixupe"}
+            "erm", "mixup", "mixupe", "mixup-ce"}
         assert suite.seeds == (0, 1, 2)
 
 
