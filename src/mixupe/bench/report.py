@@ -141,15 +141,18 @@ def _fmt_value(value: Any) -> str:
 def render_grid(summary: SuiteSummary) -> str:
     """Validation accuracy at every grid point, grouped by all parameters but the last.
 
-    Shows whether the chosen point stands out from its neighbours by more than the seed-to-
-    seed spread, i.e. how much the selection can be trusted.
+    Parameters that are the same at every eligible point (e.g. the alpha an arm follows) come
+    first. Shows whether the chosen point stands out from its neighbours by more than the
+    seed-to-seed spread, i.e. how much the selection can be trusted.
     """
     lines = []
     for dataset in summary.datasets:
         for cell in (c for c in summary.cells if c.dataset == dataset and c.grid):
             groups: dict[str, list[str]] = {}
+            first = cell.grid[0][0]
+            fixed = [k for k in first if all(p.get(k) == first[k] for p, _ in cell.grid)]
             for params, score in cell.grid:
-                keys = list(params)
+                keys = fixed + [k for k in params if k not in fixed]
                 if not keys:
                     continue
                 head = ", ".join(f"{k}={_fmt_value(params[k])}" for k in keys[:-1])
@@ -295,7 +298,8 @@ def render_suite(summary: SuiteSummary) -> str:
     if grid:
         lines += ["### Selection grids", "",
                   "Final-epoch VALIDATION accuracy (%) of every eligible grid point, mean over "
-                  "the selection seeds; the chosen point in bold; seed sd: the standard "
+                  "the selection seeds (n/a: a selection run of that point diverged or has not "
+                  "finished); the chosen point in bold; seed sd: the standard "
                   "deviation of the chosen point's validation accuracy over its reported "
                   "seeds. Neighbouring points closer than that are not distinguishable, and "
                   "the choice among them is arbitrary.", "", grid, ""]
