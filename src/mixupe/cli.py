@@ -122,6 +122,12 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _builtin_suites() -> list[str]:
+    from mixupe.bench.suites import builtin_suites  # imported late: the CLI starts fast
+
+    return builtin_suites()
+
+
 def _key_value(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -271,8 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "resumed, diverged runs reported and not retried), then print the suite's "
                     "table and write report.md and plots. Interrupt and rerun to continue.")
     bench.add_argument("suite", metavar="SUITE",
-                       help="built-in suite (smoke, quick, full, images, family) or a suite TOML "
-                            "file")
+                       help=f"built-in suite ({', '.join(_builtin_suites())}) or a suite TOML file")
     bench.add_argument("--runs-root", type=Path, default=Path("runs"),
                        help="directory that holds run directories")
     bench.add_argument("--seeds", type=int, nargs="+", metavar="SEED",

@@ -2,7 +2,7 @@
 
 >>> from mixupe.bench import load_suite, builtin_suites
 >>> builtin_suites()
-['converged', 'family', 'full', 'images', 'quick', 'regime', 'smoke']
+['clean-fraction', 'converged', 'family', 'full', 'images', 'quick', 'regime', 'regime-10', 'smoke']
 """
 
 from __future__ import annotations
