@@ -10,6 +10,7 @@ Two ways to get the records:
 
     python benchmarks/eval_cost.py --runs runs/study                # from a suite's run logs
     python benchmarks/eval_cost.py --suite regime --epochs 3        # train short runs now
+    python benchmarks/eval_cost.py --suite converged --datasets letter-2k --val-every 2
 
 The second trains every dataset of a suite for ``--epochs`` epochs with ERM, Mixup and MixupE
 v3 (one seed, 1 thread) once with ``full_eval="end"`` (validation every epoch, test and FGSM at
@@ -46,7 +47,10 @@ def _rows_from_runs(root: Path) -> dict[tuple[str, str, str], list[tuple[float, 
         val_s = sum(r.get("eval_s", 0.0) for r in records)
         method = config["method"] + (f"-v{config['version']}" if config["method"] == "mixupe"
                                      else "")
-        out[(config["dataset"], method, config.get("full_eval", "each-epoch"))].append(
+        policy = config.get("full_eval", "each-epoch")
+        if config.get("val_every", 1) != 1:
+            policy += f", val every {config['val_every']}"
+        out[(config["dataset"], method, policy)].append(
             (train_s, val_s, result["final_eval_s"], len(records)))
     return out
 
@@ -65,7 +69,8 @@ def _print(rows: dict, amortise_over: dict[str, int] | None = None) -> None:
               f"{ratio:.2f}x (over {epochs:g} epochs) |")
 
 
-def _measure(suite_name: str, epochs: int, datasets: list[str] | None) -> None:
+def _measure(suite_name: str, epochs: int, datasets: list[str] | None,
+             val_every: int = 1) -> None:
     from mixupe.bench.suites import expand, load_suite
     from mixupe.engine import train
 
@@ -82,8 +87,11 @@ def _measure(suite_name: str, epochs: int, datasets: list[str] | None) -> None:
         variants = [base] if plan.arm == "ERM" else [
             base, dataclasses.replace(base, method="mixupe", version=3, eta=0.1)]
         for cfg in variants:
-            for policy in ("end", "each-epoch"):
-                run = dataclasses.replace(cfg, epochs=epochs, full_eval=policy,
+            policies = [("end", 1), ("each-epoch", 1)]
+            if val_every > 1:
+                policies.append(("end", val_every))
+            for policy, every in policies:
+                run = dataclasses.replace(cfg, epochs=epochs, full_eval=policy, val_every=every,
                                           warmup_epochs=min(cfg.warmup_epochs, epochs))
                 train(run, runs_root=root, progress=False)
     rows = _rows_from_runs(root)
@@ -95,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, help="read the run logs under this runs root")
     parser.add_argument("--suite", default="regime", help="suite whose settings to measure")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of each measured run")
-    parser.add_argument("--datasets", nargs="+", help="only these datasets (by name)")
+    parser.add_argument("--datasets", nargs="+", help="only these datasets (by label)")
+    parser.add_argument("--val-every", type=int, default=1,
+                        help="also measure validating every N epochs (full_eval='end')")
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     if args.runs is not None:
         _print(_rows_from_runs(args.runs))
     else:
-        _measure(args.suite, args.epochs, args.datasets)
+        _measure(args.suite, args.epochs, args.datasets, args.val_every)
     return 0
 
 
