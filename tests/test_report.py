@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mixupe.bench.report import render_markdown, write_report
+from mixupe.bench.report import render_markdown, render_suite, write_report
 from mixupe.bench.rundirs import read_run
 from mixupe.bench.suites import expand, manifest, parse_suite, write_manifest
 from mixupe.bench.summary import summarize
@@ -302,3 +302,18 @@ def test_single_point_arm_reports_the_seeds_that_finished(tmp_path: Path):
     assert cell.chosen == 0 and cell.seeds == [0]
     assert cell.failed == 1 and cell.missing == 1
     assert cell.ci["acc"][0] == pytest.approx(0.7)
+
+
+def test_protocol_line_names_selection_seeds_only_where_a_choice_is_made(tmp_path: Path):
+    fixed = {"name": "fixed", "seeds": [0, 1], "selection_seeds": [7],
+             "datasets": [{"name": "digits"}], "arms": [{"label": "ERM", "method": "erm"}]}
+    write_suite_runs(tmp_path / "a", fixed, 1)
+    (summary,) = summarize(tmp_path / "a")
+    text = render_suite(summary)
+    assert "nothing is selected and no seed is set aside" in text
+    assert "selection seeds" not in text
+    grid = dict(fixed, name="grid", arms=[{"label": "Mixup", "method": "mixup",
+                                           "grid": {"alpha": [0.2, 1.0]}}])
+    write_suite_runs(tmp_path / "b", grid, 1)
+    (summary,) = summarize(tmp_path / "b")
+    assert "Reported seeds [0, 1]; selection seeds [7]." in render_suite(summary)

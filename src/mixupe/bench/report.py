@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mixupe.atomic import atomic_write
-from mixupe.bench.selection import PROTOCOL
+from mixupe.bench.selection import FIXED_PROTOCOL, PROTOCOL
 from mixupe.bench.summary import ADHOC, BEST, Paired, SuiteSummary, summarize
 from mixupe.errors import ConfigError
 
@@ -243,7 +243,10 @@ def render_suite(summary: SuiteSummary) -> str:
     lines = [f"## Suite `{summary.name}`", ""]
     if summary.description:
         lines += [summary.description, ""]
-    if summary.name != ADHOC:
+    if summary.name != ADHOC and all(c.n_points <= 1 for c in summary.cells):
+        lines += [f"Reported seeds {summary.seeds}. Every arm has a single configuration, so "
+                  "nothing is selected and no seed is set aside. " + FIXED_PROTOCOL, ""]
+    elif summary.name != ADHOC:
         lines += [f"Reported seeds {summary.seeds}; selection seeds {summary.selection_seeds}. "
                   + PROTOCOL, ""]
     pre = render_precondition(summary)
