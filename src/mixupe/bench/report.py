@@ -243,12 +243,13 @@ def render_suite(summary: SuiteSummary) -> str:
     lines = [f"## Suite `{summary.name}`", ""]
     if summary.description:
         lines += [summary.description, ""]
-    if summary.name != ADHOC and all(c.n_points <= 1 for c in summary.cells):
-        lines += [f"Reported seeds {summary.seeds}. Every arm has a single configuration, so "
-                  "nothing is selected and no seed is set aside. " + FIXED_PROTOCOL, ""]
-    elif summary.name != ADHOC:
-        lines += [f"Reported seeds {summary.seeds}; selection seeds {summary.selection_seeds}. "
-                  + PROTOCOL, ""]
+    if summary.name != ADHOC:
+        if all(c.n_points <= 1 for c in summary.cells):
+            lines += [f"Reported seeds {summary.seeds}. Every arm has a single configuration, "
+                      "so nothing is selected and no seed is set aside. " + FIXED_PROTOCOL, ""]
+        else:
+            lines += [f"Reported seeds {summary.seeds}; selection seeds "
+                      f"{summary.selection_seeds}. " + PROTOCOL, ""]
     pre = render_precondition(summary)
     if pre:
         a, b = summary.precondition_arms or ("", "")
