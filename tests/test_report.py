@@ -317,3 +317,36 @@ def test_protocol_line_names_selection_seeds_only_where_a_choice_is_made(tmp_pat
     write_suite_runs(tmp_path / "b", grid, 1)
     (summary,) = summarize(tmp_path / "b")
     assert "Reported seeds [0, 1]; selection seeds [7]." in render_suite(summary)
+
+
+def test_cost_column_is_each_arms_mean_wall_time_over_the_baselines(tmp_path: Path):
+    """s/run: the mean of the chosen point's reported runs, and its ratio to the baseline's."""
+    suite, plans, _ = write_suite_runs(tmp_path, SUITE, 7, wall=1.0)
+    walls: dict[str, list[float]] = {}
+    rng = np.random.default_rng(3)
+    for plan in plans:
+        for point in plan.points:
+            for cfg in point.configs.values():
+                wall = float(rng.uniform(1.0, 20.0))
+                path = tmp_path / cfg.run_name() / "result.json"
+                result = json.loads(path.read_text())
+                result["wall_time_s"] = wall
+                path.write_text(json.dumps(result))
+                walls.setdefault(cfg.run_name(), []).append(wall)
+    (summary,) = summarize(tmp_path)
+    text = render_suite(summary)
+
+    def mean_wall(cell) -> float:  # from the files, over the chosen point's reported seeds
+        names = [c.run_name() for p in plans if p.dataset == cell.dataset and p.arm == cell.arm
+                 for pt in p.points for s, c in pt.configs.items()
+                 if s in suite.seeds and all(c.to_dict().get(k) == v
+                                             for k, v in cell.params.items())]
+        return float(np.mean([walls[n][0] for n in names]))
+
+    for dataset in ("digits", "satimage"):
+        base = mean_wall(summary.cell(dataset, "Mixup"))
+        for arm in ("ERM", "Mixup", "MixupE"):
+            own = mean_wall(summary.cell(dataset, arm))
+            row = next(line for line in text.splitlines()
+                       if line.startswith(f"| {dataset} | {arm} |"))
+            assert row.endswith(f"| {own:.0f} ({own / base:.2f}x) |"), row

@@ -73,6 +73,22 @@ def _fmt_paired(paired: Paired | None, scale: float = 100.0, digits: int = 2) ->
     return f"**{text}**" if paired.excludes_zero else text
 
 
+COST_NOTE = (
+    "s/run: mean wall time of a reported run of the chosen point (training and evaluation, "
+    "one process), and its ratio to the baseline arm's; runs shared cores with other work, so "
+    "read it as a rough cost (benchmarks/ times single steps)."
+)
+
+
+def _fmt_cost(wall_s: float, base_s: float) -> str:
+    """Mean wall time of a reported run, and its ratio to the baseline arm's."""
+    if not math.isfinite(wall_s):
+        return "–"
+    if not math.isfinite(base_s) or base_s <= 0:
+        return f"{wall_s:.0f}"
+    return f"{wall_s:.0f} ({wall_s / base_s:.2f}x)"
+
+
 def _fmt_p(p: float) -> str:
     if not math.isfinite(p):
         return "–"
@@ -258,8 +274,9 @@ def render_suite(summary: SuiteSummary) -> str:
     base = summary.baseline or "baseline"
     lines += [
         f"| Dataset | Arm | Chosen | Seeds | Test acc (%) | Best-epoch test acc (%) | NLL | "
-        f"ECE (%) | Brier | FGSM acc (%) | Δ acc vs {base} (pp) | Failed/runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"ECE (%) | Brier | FGSM acc (%) | Δ acc vs {base} (pp) | Failed/runs | "
+        f"s/run (x {base}) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset in summary.datasets:
         for arm in summary.arms:
@@ -270,14 +287,16 @@ def render_suite(summary: SuiteSummary) -> str:
             if cell.diff is not None and "(n=" not in diff and "pairs" not in diff:
                 diff += f" (n={cell.diff[2]})"
             seeds = f"{len(cell.seeds)}" + (f" (+{cell.missing} missing)" if cell.missing else "")
+            ref = summary.cell(dataset, base) if summary.baseline else None
             lines.append(
                 f"| {dataset} | {arm} | {_chosen_text(cell)} | {seeds} | "
                 f"{_pct(cell.ci.get('acc'))} | {_pct(cell.ci.get(BEST))} | "
                 f"{_pct(cell.ci.get('nll'), 1.0, 3)} | "
                 f"{_pct(cell.ci.get('ece'))} | {_pct(cell.ci.get('brier'), 1.0, 3)} | "
-                f"{_pct(cell.ci.get('fgsm_acc'))} | {diff} | {cell.failed}/{cell.runs} |"
+                f"{_pct(cell.ci.get('fgsm_acc'))} | {diff} | {cell.failed}/{cell.runs} | "
+                f"{_fmt_cost(cell.chosen_wall_s, ref.chosen_wall_s if ref else math.nan)} |"
             )
-    lines.append("")
+    lines += ["", COST_NOTE, ""]
     glance = render_glance(summary)
     if glance:
         lines += [f"### At a glance: test accuracy of each arm minus {base} (pp)", "",
