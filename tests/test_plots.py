@@ -3,6 +3,7 @@ drawn equals the written metrics, and no legend or title covers data, ticks or t
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -115,3 +116,36 @@ def test_reliability_panel_plots_the_written_bins(figures):
         assert len(points) == len(expected)
         for (x, y), (c, a) in zip(points, expected, strict=True):
             assert math.isclose(x, c) and math.isclose(y, a)
+
+
+def test_cost_plot_places_each_arm_at_its_wall_ratio_and_paired_gain(tmp_path):
+    """x: the arm's mean wall time over the baseline's (from the files), y: the paired mean."""
+    from test_report import SUITE, write_suite_runs
+
+    write_suite_runs(tmp_path, SUITE, 11, wall=1.0)
+    walls = {"erm": 2.0, "mixup": 4.0, "mixupe": 10.0}  # per method, every run
+    for result in tmp_path.rglob("result.json"):
+        method = result.relative_to(tmp_path).parts[2].split("-")[0]
+        data = json.loads(result.read_text())
+        data["wall_time_s"] = walls[method]
+        result.write_text(json.dumps(data))
+    (summary,) = summarize(tmp_path)
+    kept = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots.plt, "close", kept.append)
+        assert plots.plot_cost(summary, tmp_path / "cost.png") is not None
+    (fig,) = kept
+    for dataset in ("digits", "satimage"):
+        ax = next(a for a in fig.axes if a.get_title() == dataset)
+        drawn = {t.get_text(): t.xy for t in ax.texts}
+        assert set(drawn) == {"ERM", "Mixup", "MixupE"}
+        assert drawn["Mixup"] == (1.0, 0.0)
+        for arm, method in (("ERM", "erm"), ("MixupE", "mixupe")):
+            cell = summary.cell(dataset, arm)
+            own = {s: cell.test["acc"][s] for s in cell.test["acc"]}
+            base = summary.cell(dataset, "Mixup").test["acc"]
+            gain = sum((own[s] - base[s]) * 100 for s in own) / len(own)  # plain loop
+            x, y = drawn[arm]
+            assert x == pytest.approx(walls[method] / walls["mixup"])
+            assert y == pytest.approx(gain)
+    plots.plt.close(fig)

@@ -239,7 +239,7 @@ def test_report_writes_markdown_and_plots(fake_runs):
     assert files.markdown == root / "report" / "report.md"
     assert files.markdown.read_text() == files.text
     names = sorted(p.name for p in files.plots)
-    assert names == ["fake-accuracy.png", "fake-differences.png",
+    assert names == ["fake-accuracy.png", "fake-cost.png", "fake-differences.png",
                      "fake-learning-curves.png"]  # no reliability data
     for path in files.plots:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -20,12 +20,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from mixupe.bench.summary import CellSummary, SuiteSummary
 
-__all__ = ["plot_accuracy", "plot_differences", "plot_learning_curves", "plot_reliability",
-           "plot_suite"]
+__all__ = ["plot_accuracy", "plot_cost", "plot_differences", "plot_learning_curves",
+           "plot_reliability", "plot_suite"]
 
 MIN_BIN_SAMPLES = 5
 MIN_BIN_SHARE = 0.005
@@ -211,6 +211,52 @@ def plot_differences(summary: SuiteSummary, path: str | Path) -> Path | None:
                             "mean ± 95 % CI (dots: seeds)")
 
 
+def plot_cost(summary: SuiteSummary, path: str | Path) -> Path | None:
+    """Each arm's paired test-accuracy difference against the baseline (y, 95 % interval)
+    over its cost, the mean wall time of its runs relative to the baseline's (x, log scale).
+
+    One panel per dataset; the baseline sits at (1, 0). Points are labelled with their arm.
+    """
+    if summary.baseline is None:
+        return None
+
+    def points(dataset: str) -> list[tuple[str, float, float, float]]:
+        base = summary.cell(dataset, summary.baseline)
+        if base is None or not math.isfinite(base.chosen_wall_s) or base.chosen_wall_s <= 0:
+            return []
+        out = [(summary.baseline, 1.0, 0.0, 0.0)]
+        for arm in summary.arms:
+            cell = summary.cell(dataset, arm)
+            paired = cell.paired.get("acc") if cell is not None else None
+            if arm == summary.baseline or paired is None or not math.isfinite(cell.chosen_wall_s):
+                continue
+            half = paired.half * 100 if math.isfinite(paired.half) else 0.0
+            out.append((arm, cell.chosen_wall_s / base.chosen_wall_s, paired.mean * 100, half))
+        return out if len(out) > 1 else []
+
+    datasets = [d for d in summary.datasets if points(d)]
+    if not datasets:
+        return None
+    colors = _colors(summary.arms)
+    fig, axes = _panels(len(datasets), width=6.0, height=4.6)
+    for ax, dataset in zip(axes, datasets, strict=True):
+        for arm, ratio, mean, half in points(dataset):
+            ax.errorbar([ratio], [mean], yerr=[half], fmt="o", capsize=3, ms=5,
+                        color=colors[arm])
+            ax.annotate(arm, (ratio, mean), xytext=(4, 3), textcoords="offset points",
+                        fontsize=6, color=colors[arm])
+        ax.axhline(0.0, color="grey", ls="--", lw=1)
+        ax.set_xscale("log")
+        for axis_ticks in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            axis_ticks(FuncFormatter(lambda v, _: f"{v:.3g}x"))
+        ax.set_title(dataset)
+        ax.set_xlabel(f"s/run relative to {summary.baseline} (log scale)")
+        ax.set_ylabel(f"test accuracy minus {summary.baseline} (pp)")
+        ax.grid(alpha=0.3, which="both")
+    return _save(fig, path, f"{summary.name}: accuracy gain over {summary.baseline} (mean ± "
+                            "95 % CI, paired by seed) against cost (mean wall time of a run)")
+
+
 def plot_reliability(summary: SuiteSummary, path: str | Path) -> Path | None:
     """Reliability diagrams (accuracy against confidence per bin), pooled over seeds."""
     datasets = _datasets_with(summary, lambda c: c.reliability is not None)
@@ -265,6 +311,7 @@ def plot_suite(summary: SuiteSummary, out_dir: str | Path) -> list[Path]:
     stem = _slug(summary.name)
     written = [
         plot_differences(summary, out / f"{stem}-differences.png"),
+        plot_cost(summary, out / f"{stem}-cost.png"),
         plot_learning_curves(summary, out / f"{stem}-learning-curves.png"),
         plot_accuracy(summary, out / f"{stem}-accuracy.png"),
         plot_reliability(summary, out / f"{stem}-reliability.png"),
