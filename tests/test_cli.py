@@ -172,7 +172,7 @@ def test_bench_smoke_end_to_end_then_report(capsys, tmp_path: Path):
     pngs = sorted(p.name for p in (root / "report").glob("*.png"))
     # overrides run as a suite variant of their own name (its manifest, its plots)
     stem = "smoke-set-epochs-1-seeds-0-1"
-    assert pngs == [f"{stem}-{kind}.png" for kind in ("accuracy", "differences",
+    assert pngs == [f"{stem}-{kind}.png" for kind in ("accuracy", "cost", "differences",
                                                        "learning-curves", "reliability")]
     for png in (root / "report").glob("*.png"):
         assert png.stat().st_size > 10_000
