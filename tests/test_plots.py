@@ -142,7 +142,7 @@ def test_cost_plot_places_each_arm_at_its_wall_ratio_and_paired_gain(tmp_path):
         assert drawn["Mixup"] == (1.0, 0.0)
         for arm, method in (("ERM", "erm"), ("MixupE", "mixupe")):
             cell = summary.cell(dataset, arm)
-            own = {s: cell.test["acc"][s] for s in cell.test["acc"]}
+            own = cell.test["acc"]
             base = summary.cell(dataset, "Mixup").test["acc"]
             gain = sum((own[s] - base[s]) * 100 for s in own) / len(own)  # plain loop
             x, y = drawn[arm]

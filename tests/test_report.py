@@ -322,7 +322,7 @@ def test_protocol_line_names_selection_seeds_only_where_a_choice_is_made(tmp_pat
 def test_cost_column_is_each_arms_mean_wall_time_over_the_baselines(tmp_path: Path):
     """s/run: the mean of the chosen point's reported runs, and its ratio to the baseline's."""
     suite, plans, _ = write_suite_runs(tmp_path, SUITE, 7, wall=1.0)
-    walls: dict[str, list[float]] = {}
+    walls: dict[str, float] = {}
     rng = np.random.default_rng(3)
     for plan in plans:
         for point in plan.points:
@@ -332,7 +332,7 @@ def test_cost_column_is_each_arms_mean_wall_time_over_the_baselines(tmp_path: Pa
                 result = json.loads(path.read_text())
                 result["wall_time_s"] = wall
                 path.write_text(json.dumps(result))
-                walls.setdefault(cfg.run_name(), []).append(wall)
+                walls[cfg.run_name()] = wall
     (summary,) = summarize(tmp_path)
     text = render_suite(summary)
 
@@ -341,7 +341,7 @@ def test_cost_column_is_each_arms_mean_wall_time_over_the_baselines(tmp_path: Pa
                  for pt in p.points for s, c in pt.configs.items()
                  if s in suite.seeds and all(c.to_dict().get(k) == v
                                              for k, v in cell.params.items())]
-        return float(np.mean([walls[n][0] for n in names]))
+        return float(np.mean([walls[n] for n in names]))
 
     for dataset in ("digits", "satimage"):
         base = mean_wall(summary.cell(dataset, "Mixup"))

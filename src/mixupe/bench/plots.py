@@ -234,13 +234,13 @@ def plot_cost(summary: SuiteSummary, path: str | Path) -> Path | None:
             out.append((arm, cell.chosen_wall_s / base.chosen_wall_s, paired.mean * 100, half))
         return out if len(out) > 1 else []
 
-    datasets = [d for d in summary.datasets if points(d)]
-    if not datasets:
+    drawn = {d: pts for d in summary.datasets if (pts := points(d))}
+    if not drawn:
         return None
     colors = _colors(summary.arms)
-    fig, axes = _panels(len(datasets), width=6.0, height=4.6)
-    for ax, dataset in zip(axes, datasets, strict=True):
-        for arm, ratio, mean, half in points(dataset):
+    fig, axes = _panels(len(drawn), width=6.0, height=4.6)
+    for ax, (dataset, pts) in zip(axes, drawn.items(), strict=True):
+        for arm, ratio, mean, half in pts:
             ax.errorbar([ratio], [mean], yerr=[half], fmt="o", capsize=3, ms=5,
                         color=colors[arm])
             ax.annotate(arm, (ratio, mean), xytext=(4, 3), textcoords="offset points",

@@ -279,6 +279,8 @@ def render_suite(summary: SuiteSummary) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset in summary.datasets:
+        ref = summary.cell(dataset, base) if summary.baseline else None
+        base_wall = ref.chosen_wall_s if ref is not None else math.nan
         for arm in summary.arms:
             cell = summary.cell(dataset, arm)
             if cell is None:
@@ -287,14 +289,13 @@ def render_suite(summary: SuiteSummary) -> str:
             if cell.diff is not None and "(n=" not in diff and "pairs" not in diff:
                 diff += f" (n={cell.diff[2]})"
             seeds = f"{len(cell.seeds)}" + (f" (+{cell.missing} missing)" if cell.missing else "")
-            ref = summary.cell(dataset, base) if summary.baseline else None
             lines.append(
                 f"| {dataset} | {arm} | {_chosen_text(cell)} | {seeds} | "
                 f"{_pct(cell.ci.get('acc'))} | {_pct(cell.ci.get(BEST))} | "
                 f"{_pct(cell.ci.get('nll'), 1.0, 3)} | "
                 f"{_pct(cell.ci.get('ece'))} | {_pct(cell.ci.get('brier'), 1.0, 3)} | "
                 f"{_pct(cell.ci.get('fgsm_acc'))} | {diff} | {cell.failed}/{cell.runs} | "
-                f"{_fmt_cost(cell.chosen_wall_s, ref.chosen_wall_s if ref else math.nan)} |"
+                f"{_fmt_cost(cell.chosen_wall_s, base_wall)} |"
             )
     lines += ["", COST_NOTE, ""]
     glance = render_glance(summary)
