@@ -425,19 +425,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _dry_run_suite(plan: Any, runs_root: Path) -> None:
     """List every run the suite would make now, with its status, and what waits on a choice."""
-    from mixupe.bench.rundirs import read_run
+    from mixupe.bench.rundirs import RunReader
     from mixupe.bench.runner import cell_selections
 
     _out(f"suite {plan.name}: {len(plan.plans)} dataset x arm cells, {plan.total_runs} runs "
          f"when complete (reported seeds {list(plan.seeds)}, selection seeds "
          f"{list(plan.selection_seeds)} where a cell chooses among grid points)")
 
+    record = RunReader(runs_root)  # run directories first, then the root's packs, as the runner
+
     def status(name: str) -> str:
-        return read_run(runs_root, name).status
+        return record(name).status
 
     state = cell_selections(plan.plans, seeds=plan.seeds, selection_seeds=plan.selection_seeds,
                             status=status,
-                            val_acc=lambda n: read_run(runs_root, n).final("val").get("acc"))
+                            val_acc=lambda n: record(n).final("val").get("acc"))
     for cell in plan.plans:
         sel = state[(cell.dataset, cell.arm)]
         where = f"{cell.dataset} / {cell.arm}"
