@@ -35,6 +35,7 @@ from mixupe.errors import (
     InputError,
     MixupeError,
     NonFiniteLossError,
+    RunError,
 )
 
 __all__ = ["build_parser", "main"]
@@ -301,6 +302,32 @@ def build_parser() -> argparse.ArgumentParser:
                        help="report directory (default: RUNS_ROOT/report)")
     bench.add_argument("--no-report", action="store_true", help="skip the table and plots")
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    where = bench.add_argument_group(
+        "where runs train", "the runner decides what runs next; the executor where (see "
+        "docs/SCALE-OUT.md). Every run holds a lock in its directory and logs to its run.log, "
+        "so several drivers may share a runs root")
+    where.add_argument("--executor", choices=["sequential", "processes", "ray"],
+                       help="sequential: one run at a time here (default); processes: --jobs "
+                            "worker processes here; ray: Ray tasks on a local instance or the "
+                            "cluster at --address / RAY_ADDRESS (needs mixupe[ray])")
+    where.add_argument("--jobs", type=int, metavar="N",
+                       help="runs in flight at once (processes: worker processes, default 1; "
+                            "ray: default what the cluster fits); --jobs N > 1 alone means "
+                            "--executor processes")
+    where.add_argument("--threads-per-run", type=int, metavar="T",
+                       help="torch threads of each run (sequential: default torch's; "
+                            "processes: default CPUs // jobs)")
+    where.add_argument("--address", metavar="HOST:PORT",
+                       help="ray: the cluster to join (default RAY_ADDRESS, else a new local "
+                            "instance)")
+    where.add_argument("--cpus-per-run", type=float, default=1.0, metavar="C",
+                       help="ray: CPUs each run asks for (also its torch threads)")
+    where.add_argument("--gpus-per-run", type=float, default=0.0, metavar="G",
+                       help="ray: GPUs each run asks for; a fraction shares a GPU (e.g. 0.25: "
+                            "four runs per GPU)")
+    where.add_argument("--max-retries", type=int, default=3, metavar="R",
+                       help="processes and ray: times a run whose worker died is retried (it "
+                            "resumes from its checkpoint; diverged runs are never retried)")
 
     report = sub.add_parser(
         "report", help="write the Markdown report and plots for a runs directory",
@@ -476,12 +503,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         _dry_run_suite(plan, args.runs_root)
         return EXIT_OK
     progress = _progress_wanted(args.no_progress)
-    outcome = run_suite(suite, runs_root=args.runs_root, overrides=overrides, seeds=args.seeds,
-                        progress=progress, datasets=args.datasets, arms=args.arms)
-    _err(f"suite {suite.name}: {len(outcome.trained)} trained, {len(outcome.skipped)} already "
-         f"done, {len(outcome.failed)} diverged")
-    for name, reason in outcome.failed:
-        _err(f"  diverged: {name}: {reason}")
+    executor = _bench_executor(args)
+    try:
+        outcome = run_suite(suite, runs_root=args.runs_root, overrides=overrides,
+                            seeds=args.seeds, progress=progress, datasets=args.datasets,
+                            arms=args.arms, executor=executor)
+    except RunError as exc:
+        if exc.outcome is None:
+            raise
+        _bench_summary(suite.name, exc.outcome)
+        raise
+    _bench_summary(suite.name, outcome)
     if args.no_report:
         return EXIT_OK
     files = write_report(args.runs_root, suite=plan.name, out=args.out)
@@ -490,6 +522,31 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for path in files.plots:
         _err(f"plot: {path}")
     return EXIT_OK
+
+
+def _bench_executor(args: argparse.Namespace) -> Any:
+    from mixupe.bench.executors import make_executor
+
+    kind = args.executor or ("processes" if (args.jobs or 1) > 1 else "sequential")
+    try:
+        return make_executor(kind, jobs=args.jobs, threads=args.threads_per_run,
+                             runs_root=args.runs_root, address=args.address,
+                             cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                             max_retries=args.max_retries)
+    except ConfigError as exc:  # name the flags, not the Python keywords
+        raise CliError(str(exc).replace("cpus_per_run", "--cpus-per-run")
+                       .replace("gpus_per_run", "--gpus-per-run")
+                       .replace("max_retries", "--max-retries").replace("'address'",
+                                                                         "'--address'")) from exc
+
+
+def _bench_summary(name: str, outcome: Any) -> None:
+    _err(f"suite {name}: {len(outcome.trained)} trained, {len(outcome.skipped)} already "
+         f"done, {len(outcome.failed)} diverged, {len(outcome.errors)} failed")
+    for run, reason in outcome.failed:
+        _err(f"  diverged: {run}: {reason}")
+    for run, reason in outcome.errors:
+        _err(f"  failed: {run}: {reason}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ __all__ = [
     "InputError",
     "MixupeError",
     "NonFiniteLossError",
+    "RunError",
 ]
 
 
@@ -42,3 +43,16 @@ class DataUnavailableError(MixupeError, FileNotFoundError):
 
 class CorruptDataError(MixupeError, ValueError):
     """A data file or cache is truncated or corrupted."""
+
+
+class RunError(MixupeError, RuntimeError):
+    """A run of a suite failed for a reason other than divergence (an exception in its worker,
+    or a worker that died more often than it may be retried). The message names the run and
+    its log file; ``outcome`` (when set by the runner) holds what the suite did."""
+
+    def __init__(self, message: str, outcome: object = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+    def __reduce__(self) -> tuple[type, tuple[str, object]]:  # picklable across processes
+        return (type(self), (str(self), self.outcome))

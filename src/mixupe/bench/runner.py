@@ -18,16 +18,18 @@ Example:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixupe.bench.executors import Executor, RunOutcome, RunTask, SequentialExecutor
 from mixupe.bench.rundirs import RunReader
 from mixupe.bench.selection import Selection, select_cell
 from mixupe.bench.suites import ArmPlan, Suite, expand, manifest, variant_name, write_manifest
 from mixupe.engine.config import TrainConfig
-from mixupe.errors import ConfigError, NonFiniteLossError
+from mixupe.errors import ConfigError, RunError
 
 __all__ = ["PlannedRun", "SuiteOutcome", "SuitePlan", "cell_selections", "plan_suite",
            "run_suite"]
@@ -94,6 +96,7 @@ class SuiteOutcome:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     unselected: list[str] = field(default_factory=list)  # cells with no eligible grid point
+    errors: list[tuple[str, str]] = field(default_factory=list)  # raised (parallel executors)
 
 
 def plan_suite(suite: Suite, *, overrides: Mapping[str, Any] | None = None,
@@ -162,7 +165,8 @@ def run_suite(suite: Suite, *, runs_root: str | Path = "runs",
               overrides: Mapping[str, Any] | None = None, seeds: Sequence[int] | None = None,
               progress: bool = False, datasets: Sequence[str] | None = None,
               arms: Sequence[str] | None = None,
-              train_fn: Callable[..., Any] | None = None) -> SuiteOutcome:
+              train_fn: Callable[..., Any] | None = None,
+              executor: Executor | None = None, poll_s: float = 2.0) -> SuiteOutcome:
     """Run every missing run of ``suite`` under ``runs_root`` and return what happened.
 
     Complete runs are skipped, partial runs resumed, diverged runs (failed.json) are not
@@ -171,87 +175,200 @@ def run_suite(suite: Suite, *, runs_root: str | Path = "runs",
     a large suite can be run in pieces. With ``overrides`` or ``seeds`` the suite runs under
     a variant name (its own manifest). ``train_fn`` replaces :func:`mixupe.engine.train`
     (same signature), e.g. to run under a profiler.
+
+    ``executor`` (:func:`mixupe.bench.executors.make_executor`) decides where runs train;
+    the default trains one at a time in this process. The runner submits each run as soon as
+    the selection state makes it eligible (selection runs first, the shallowest ``follow``
+    depth first), up to the executor's capacity, so one executor's order is the sequential
+    order. A run another driver holds (its lock) is re-checked every ``poll_s`` seconds. With
+    a parallel executor, a run that raises does not stop the others: once nothing is left,
+    :class:`~mixupe.errors.RunError` names every such run (``.outcome`` holds the rest).
     """
     root = Path(runs_root)
-    if train_fn is None:
-        from mixupe.engine import train as train_fn
+    if executor is None:
+        executor = SequentialExecutor(train_fn=train_fn)
+    elif train_fn is not None:
+        raise ConfigError("pass train_fn to make_executor(), not beside an executor")
     plan = plan_suite(suite, overrides=overrides, seeds=seeds)
     write_manifest(root, plan.manifest)
-    outcome = SuiteOutcome()
-    by_cell = {(p.dataset, p.arm): p for p in plan.plans}
-
-    def wanted(dataset: str, arm: str) -> bool:
-        return (datasets is None or dataset in datasets) and (arms is None or arm in arms)
-
-    record = RunReader(root)
-
-    def selections() -> dict[tuple[str, str], Selection]:
-        return cell_selections(plan.plans, seeds=plan.seeds,
-                               selection_seeds=plan.selection_seeds,
-                               status=lambda n: record(n).status,
-                               val_acc=lambda n: record(n).final("val").get("acc"))
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=plan.total_runs, desc=f"suite {plan.name}", unit="run")
-
-    def run_one(dataset: str, arm: str, point: int, seed: int) -> None:
-        cfg = by_cell[(dataset, arm)].points[point].configs[seed]
-        name = cfg.run_name()
-        status = record(name).status
-        described = PlannedRun(dataset, arm, point, seed, cfg).describe()
-        if status in ("complete", "failed"):
-            outcome.skipped.append(name)
-            if status == "failed":
-                outcome.failed.append((name, "diverged earlier (failed.json); not retried"))
-            log.info("skip %s (%s): %s", described, status, name)
-        else:
-            log.info("%s %s: %s", "resume" if status == "partial" else "train", described, name)
-            try:
-                result = train_fn(cfg, runs_root=root, resume=status == "partial",
-                                  progress=progress)
-            except NonFiniteLossError as exc:
-                outcome.failed.append((name, str(exc)))
-                log.warning("run diverged, going on with the suite: %s: %s", name, exc)
-            else:
-                outcome.trained.append(name)
-                final = getattr(result, "final", {}) or {}
-                val = final.get("val", {}).get("acc") if isinstance(final, dict) else None
-                if bar is not None and isinstance(val, float):
-                    bar.set_postfix_str(f"{dataset}/{arm} s{seed} val acc {val:.3f}")
-            record.forget(name)
-        if bar is not None:
-            bar.update(1)
-
+    driver = _Driver(plan, root, executor, progress=progress, poll_s=poll_s,
+                     wanted=lambda d, a: (datasets is None or d in datasets)
+                     and (arms is None or a in arms))
     try:
-        # Selection stages: run what the current state makes eligible until nothing changes.
-        done_selecting: set[tuple[str, str]] = set()
-        while True:
-            state = selections()
-            ready = [(key, sel) for key, sel in state.items()
-                     if key not in done_selecting and not sel.waiting_for and wanted(*key)]
-            if not ready:
-                break
-            for (dataset, arm), sel in ready:
-                for i in sel.eligible if sel.chose else ():
-                    for seed in sel.selection_seeds:
-                        run_one(dataset, arm, i, seed)
-                done_selecting.add((dataset, arm))
-        # Reporting stage: each chosen point with its reported seeds.
-        for (dataset, arm), sel in selections().items():
-            if not wanted(dataset, arm):
-                continue
-            if sel.chosen is None:
-                outcome.unselected.append(f"{dataset} / {arm}")
-                why = (f"waiting for {list(sel.waiting_for)} to choose" if sel.waiting_for
-                       else "no grid point completed its selection runs")
-                log.warning("%s / %s: %s; its reported seeds are not run", dataset, arm, why)
-                continue
-            for seed in sel.reported_seeds:
-                run_one(dataset, arm, sel.chosen, seed)
+        driver.run()
     finally:
-        if bar is not None:
-            bar.close()
+        driver.close()
+    outcome = driver.outcome
+    if outcome.errors:
+        listed = "; ".join(f"{name}: {msg}" for name, msg in outcome.errors)
+        raise RunError(f"{len(outcome.errors)} run(s) of suite {plan.name} failed (the others "
+                       f"finished; rerun the suite to retry them): {listed}", outcome)
     return outcome
+
+
+def _follow_depths(plans: Sequence[ArmPlan]) -> dict[tuple[str, str], int]:
+    """How many ``follow`` links separate each cell from a cell that follows none."""
+    follows = {(p.dataset, p.arm): [(p.dataset, a) for a in p.follow.values()] for p in plans}
+    depth: dict[tuple[str, str], int] = {}
+
+    def of(key: tuple[str, str], seen: frozenset[tuple[str, str]] = frozenset()) -> int:
+        if key not in depth:
+            parents = [k for k in follows.get(key, []) if k not in seen]
+            depth[key] = 1 + max((of(k, seen | {key}) for k in parents), default=-1)
+        return depth[key]
+
+    for key in follows:
+        of(key)
+    return depth
+
+
+class _Driver:
+    """Submits a suite's eligible runs to an executor and records what comes back."""
+
+    def __init__(self, plan: SuitePlan, root: Path, executor: Executor, *, progress: bool,
+                 poll_s: float, wanted: Callable[[str, str], bool]) -> None:
+        self.plan, self.root, self.executor = plan, root, executor
+        self.progress, self.poll_s, self.wanted = progress, poll_s, wanted
+        self.outcome = SuiteOutcome()
+        self.record = RunReader(root)
+        self.by_cell = {(p.dataset, p.arm): p for p in plan.plans}
+        self.depth = _follow_depths(plan.plans)
+        self.seen: set[str] = set()  # runs this invocation has skipped or finished
+        self.running: dict[str, PlannedRun] = {}
+        self.deferred: dict[str, float] = {}  # held by another driver: re-check after
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=plan.total_runs, desc=f"suite {plan.name}", unit="run")
+
+    def selections(self) -> dict[tuple[str, str], Selection]:
+        return cell_selections(self.plan.plans, seeds=self.plan.seeds,
+                               selection_seeds=self.plan.selection_seeds,
+                               status=lambda n: self.record(n).status,
+                               val_acc=lambda n: self.record(n).final("val").get("acc"))
+
+    def candidates(self) -> list[PlannedRun]:
+        """Eligible runs in the sequential order: selection runs (shallowest follow depth,
+        then cell order), then the chosen points' reported seeds."""
+        picks, reported = [], []
+        for order, ((dataset, arm), sel) in enumerate(self.selections().items()):
+            if sel.waiting_for or not self.wanted(dataset, arm):
+                continue
+            cell = self.by_cell[(dataset, arm)]
+            for i in sel.eligible if sel.chose else ():
+                for seed in sel.selection_seeds:
+                    picks.append(((self.depth[(dataset, arm)], order),
+                                  PlannedRun(dataset, arm, i, seed, cell.points[i].configs[seed])))
+            if sel.chosen is not None:
+                reported += [PlannedRun(dataset, arm, sel.chosen, seed,
+                                        cell.points[sel.chosen].configs[seed])
+                             for seed in sel.reported_seeds]
+        picks.sort(key=lambda item: item[0])
+        return [run for _, run in picks] + reported
+
+    def next_run(self) -> PlannedRun | None:
+        """The first candidate to submit, recording the complete and diverged ones passed."""
+        now = time.monotonic()
+        for run in self.candidates():
+            name = run.config.run_name()
+            if name in self.seen or name in self.running or self.deferred.get(name, 0) > now:
+                continue
+            status = self.record(name).status
+            if status in ("complete", "failed"):
+                self.finish(name, "skipped", run, "diverged earlier (failed.json); not retried"
+                            if status == "failed" else "")
+                continue
+            return run
+        return None
+
+    def run(self) -> None:
+        while True:
+            while self.executor.running < self.executor.capacity:
+                run = self.next_run()
+                if run is None:
+                    break
+                self.submit(run)
+            if self.executor.running:
+                for result in self.executor.wait(timeout=None):
+                    self.collect(result)
+                continue
+            if not self._deferred_pending():
+                break
+            time.sleep(max(0.0, min(self.deferred.values()) - time.monotonic()))
+        self.report_unselected()
+
+    def _deferred_pending(self) -> bool:
+        """Whether runs held by another driver are still unfinished (re-read from disk)."""
+        for name in self.deferred:
+            self.record.forget(name)
+        self.deferred = {n: due for n, due in self.deferred.items()
+                         if self.record(n).status not in ("complete", "failed")}
+        return bool(self.deferred)
+
+    def submit(self, run: PlannedRun) -> None:
+        name = run.config.run_name()
+        status = self.record(name).status
+        log.info("%s %s: %s", "resume" if status == "partial" else "train", run.describe(), name)
+        self.deferred.pop(name, None)
+        self.running[name] = run
+        task = RunTask(config=run.config, runs_root=str(self.root.resolve()),
+                       described=run.describe(),
+                       progress=self.progress and self.executor.kind == "sequential")
+        self.executor.submit(task)
+        if self.executor.kind == "sequential":  # finished already: collect it now
+            for result in self.executor.wait():
+                self.collect(result)
+
+    def collect(self, result: RunOutcome) -> None:
+        run = self.running.pop(result.name)
+        self.record.forget(result.name)
+        if result.status == "busy":
+            log.info("%s is being trained by another driver (%s); re-checking in %.0f s",
+                     run.describe(), result.message, self.poll_s)
+            self.deferred[result.name] = time.monotonic() + self.poll_s
+            return
+        kind = {"trained": "trained", "done": "skipped", "diverged": "diverged",
+                "error": "error"}[result.status]
+        self.finish(result.name, kind, run, result.message, result.val_acc)
+
+    def finish(self, name: str, kind: str, run: PlannedRun, message: str = "",
+               val_acc: float | None = None) -> None:
+        self.seen.add(name)
+        out = self.outcome
+        if kind == "trained":
+            out.trained.append(name)
+        elif kind == "skipped":
+            out.skipped.append(name)
+            if message:
+                out.failed.append((name, message))
+            log.info("skip %s (%s): %s", run.describe(), "failed" if message else "complete",
+                     name)
+        elif kind == "diverged":
+            out.failed.append((name, message))
+            log.warning("run diverged, going on with the suite: %s: %s", name, message)
+        else:
+            out.errors.append((name, message))
+            log.error("run failed, going on with the suite: %s", message)
+        if self.bar is not None:
+            self.bar.update(1)
+            done = len(out.trained) + len(out.skipped)
+            fails = len(out.failed) + len(out.errors)
+            tail = (f" | {run.dataset}/{run.arm} s{run.seed} val acc {val_acc:.3f}"
+                    if isinstance(val_acc, float) else "")
+            self.bar.set_postfix_str(f"done {done}, failed {fails}, running "
+                                     f"{self.executor.running}{tail}")
+
+    def report_unselected(self) -> None:
+        for (dataset, arm), sel in self.selections().items():
+            if not self.wanted(dataset, arm) or sel.chosen is not None:
+                continue
+            self.outcome.unselected.append(f"{dataset} / {arm}")
+            why = (f"waiting for {list(sel.waiting_for)} to choose" if sel.waiting_for
+                   else "no grid point completed its selection runs")
+            log.warning("%s / %s: %s; its reported seeds are not run", dataset, arm, why)
+
+    def close(self) -> None:
+        self.executor.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -43,6 +43,11 @@ METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
 FAILED = "failed.json"
+# Files the suite executors keep in a run directory (mixupe.bench.executors): the lock held
+# while the run trains and the run's own log. They do not make a directory a started run.
+RUN_LOCK = ".lock"
+RUN_LOG = "run.log"
+EXECUTOR_FILES = frozenset({RUN_LOCK, RUN_LOG})
 
 
 class RunDir:
@@ -72,7 +77,8 @@ class RunDir:
                 "resume=True and overwrite=True contradict each other; pass only one of "
                 "--resume / --overwrite"
             )
-        exists = self.path.exists() and any(self.path.iterdir())
+        exists = self.path.exists() and any(p.name not in EXECUTOR_FILES
+                                            for p in self.path.iterdir())
         self._wipe = exists and overwrite
         if not exists or overwrite:
             self._status = "fresh"
