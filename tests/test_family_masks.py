@@ -188,7 +188,7 @@ def test_saliencymix_box_is_centred_on_the_peak_and_lam_counts_the_kept_area():
     y = torch.tensor([0, 1, 2, 0])
     perm = torch.tensor([1, 2, 3, 0])
     net = flat_net(81)
-    out = mixupe.SaliencyMix(num_classes=3, per_sample=True)(
+    out = mixupe.SaliencyMix(num_classes=3, per_sample=True, saliency="spectral_residual")(
         net, x, y, lam=torch.tensor([0.5, 0.7, 0.9, 0.3], dtype=torch.float64), perm=perm)
     sal = MM.spectral_residual_saliency(x[perm], MM.layout_of(x, method="t"))
     want = x.clone()
@@ -197,7 +197,7 @@ def test_saliencymix_box_is_centred_on_the_peak_and_lam_counts_the_kept_area():
         cy, cx = divmod(peak, 9)
         cut = math.floor(math.sqrt(1 - lam) * 9)
         y0, x0 = max(cy - cut // 2, 0), max(cx - cut // 2, 0)
-        y1, x1 = min(cy - cut // 2 + cut, 9), min(cx - cut // 2 + cut, 9)
+        y1, x1 = min(cy + cut // 2, 9), min(cx + cut // 2, 9)  # side 2 (cut // 2), released
         box = torch.zeros(9, 9, dtype=torch.bool)
         box[y0:y1, x0:x1] = True
         assert torch.equal(out.mask[b], box)
@@ -208,8 +208,8 @@ def test_saliencymix_box_is_centred_on_the_peak_and_lam_counts_the_kept_area():
 
 def test_saliencymix_released_mode_uses_one_box_from_the_first_source():
     x = torch.randn(3, 1, 8, 8, generator=gen(7))
-    out = mixupe.SaliencyMix(num_classes=2, seed=1)(flat_net(64, 2).float(), x,
-                                                    torch.tensor([0, 1, 0]))
+    out = mixupe.SaliencyMix(num_classes=2, seed=1, saliency="spectral_residual")(
+        flat_net(64, 2).float(), x, torch.tensor([0, 1, 0]))
     assert out.mask.shape == (1, 8, 8) and out.lam.dim() == 0
     sal = MM.spectral_residual_saliency(x[out.perm[:1]], MM.layout_of(x, method="t"))
     peak = divmod(int(sal[0].argmax()), 8)

@@ -1,7 +1,8 @@
 """Pure tensor functions that draw and apply the masks and boxes of the model-free mixers.
 
 FMix (Fourier-noise masks), ResizeMix (a shrunken partner pasted in), SaliencyMix (a box
-centred on the spectral-residual saliency peak) and the shared layout helpers. The same
+centred on the peak of a fine-grained or spectral-residual saliency map) and the shared layout
+helpers. The same
 conventions as :mod:`mixupe.functional`: every random draw takes an explicit
 :class:`torch.Generator`; nothing synchronises with the device except where a docstring says
 so; inputs are never modified in place.
@@ -39,7 +40,9 @@ __all__ = [
     "Layout",
     "apply_mask",
     "box_mask",
+    "fine_grained_saliency",
     "fmix_mask",
+    "host_box_mask",
     "kept_fraction",
     "layout_of",
     "minmax_box",
@@ -217,6 +220,24 @@ def fmix_mask(
 
 
 # ---------------------------------------------------------------------- boxes
+def host_box_mask(
+    spatial: tuple[int, ...], starts: tuple[int, ...], sizes: tuple[int, ...],
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """One boolean mask ``(1, *spatial)``, True inside the box given as host integers.
+
+    Built on ``device`` by a fill, so no host data is copied and nothing synchronises.
+
+    Example:
+        >>> host_box_mask((4,), (1,), (2,)).tolist()
+        [[False, True, True, False]]
+    """
+    mask = torch.zeros((1, *spatial), dtype=torch.bool, device=device)
+    region = (0, *(slice(s, s + k) for s, k in zip(starts, sizes, strict=True)))
+    mask[region] = True
+    return mask
+
+
 def box_mask(spatial: tuple[int, ...], starts: Tensor, sizes: Tensor) -> Tensor:
     """Boolean masks ``(N, *spatial)``, True inside the boxes ``[start, start + size)``.
 
@@ -290,13 +311,12 @@ def resizemix_box(
         >>> sizes.tolist()
         [[5, 5]]
     """
-    scale64 = scale.reshape(-1, 1).to(device=generator.device, dtype=torch.float64)
-    dims = torch.tensor(spatial, dtype=torch.float64, device=generator.device)
-    sizes = torch.round(scale64 * dims).clamp(min=1).minimum(dims).to(torch.int64)
-    room = (dims.to(torch.int64) - sizes + 1).to(torch.float64)
-    u = torch.rand(sizes.shape, generator=generator, device=generator.device, dtype=torch.float64)
-    starts = torch.floor(u * room).to(torch.int64)
-    return starts, sizes
+    dev = generator.device
+    scale64 = scale.reshape(-1).to(device=dev, dtype=torch.float64)
+    sizes = torch.stack([torch.round(scale64 * n).clamp(1, n) for n in spatial], dim=1)
+    u = torch.rand(sizes.shape, generator=generator, device=dev, dtype=torch.float64)
+    room = torch.stack([n - sizes[:, a] + 1 for a, n in enumerate(spatial)], dim=1)
+    return torch.floor(u * room).to(torch.int64), sizes.to(torch.int64)
 
 
 def paste_resized(
@@ -393,37 +413,163 @@ def spectral_residual_saliency(
     return _gaussian_blur(sal, blur * max(layout.spatial))
 
 
-def peak_box(saliency: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
-    """SaliencyMix's box: centred on each map's peak, side ``floor(sqrt(1 - lam) * size)`` in
-    2-D or ``floor((1 - lam) * size)`` in 1-D (as CutMix), clipped at the border.
+# ---------------------------------------------------------------------- fine-grained saliency
+_NEIGHBOURHOODS = (12, 24, 48, 28, 56, 112)  # Montabone & Soto's six surround half-widths
 
-    ``saliency`` is ``(N, *spatial)``; ``lam`` is 0-d or ``(N,)``. Returns int64
-    ``(starts, sizes)`` of the clipped boxes, each ``(N, len(spatial))``.
+
+def _to_grey8(x: Tensor) -> Tensor:
+    """``(N, C, *spatial)`` -> 8-bit grey levels ``(N, H, W)`` as int64 (1-D: ``H = 1``).
+
+    uint8 inputs are used as they are; any other dtype is mapped per image onto [0, 255] by
+    its minimum and maximum, then rounded. Three channels are weighted as OpenCV's
+    ``COLOR_BGR2GRAY`` weighs them in fixed point, channel 0 taken as blue (the authors pass
+    RGB arrays to it, so red gets 0.114); one channel is used as it is; other channel counts
+    are averaged.
+    """
+    if x.dtype == torch.uint8:
+        levels = x.to(torch.int64)
+    else:
+        flat = x.detach().to(torch.float64).reshape(x.shape[0], -1)
+        lo = flat.amin(1).reshape(-1, *([1] * (x.dim() - 1)))
+        span = (flat.amax(1).reshape(lo.shape) - lo).clamp_min(1e-300)
+        levels = torch.round((x.detach().to(torch.float64) - lo) / span * 255).to(torch.int64)
+    if levels.shape[1] == 3:
+        w = torch.tensor([3735, 19235, 9798], dtype=torch.int64, device=x.device)
+        grey = ((levels * w.reshape(1, 3, *([1] * (x.dim() - 2)))).sum(1) + 16384) >> 15
+    elif levels.shape[1] == 1:
+        grey = levels[:, 0]
+    else:
+        grey = torch.round(levels.to(torch.float64).mean(1)).to(torch.int64)
+    return grey if grey.dim() == 3 else grey.unsqueeze(1)
+
+
+def _blur_121(grey: Tensor) -> Tensor:
+    """OpenCV's 8-bit ``GaussianBlur(ksize=3, sigma=0)``: [1, 2, 1] per axis, reflect-101
+    border, rounded half up (bit-exact)."""
+    def along(t: Tensor, dim: int) -> Tensor:
+        n = t.shape[dim]
+        if n == 1:
+            return 4 * t
+        idx = torch.arange(-1, n + 1, device=t.device).abs()
+        idx = torch.where(idx > n - 1, 2 * (n - 1) - idx, idx)
+        p = t.index_select(dim, idx)
+        return p.narrow(dim, 0, n) + 2 * p.narrow(dim, 1, n) + p.narrow(dim, 2, n)
+
+    return (along(along(grey, 2), 1) + 8) >> 4
+
+
+def _centre_surround(grey: Tensor, integral: Tensor, half: int) -> tuple[Tensor, Tensor]:
+    """On and off responses at one scale: the pixel minus the mean of its surround (the
+    ``2 half`` window containing it, border-clipped, the pixel itself left out) and the reverse,
+    truncated to 8 bits in float32 arithmetic as OpenCV's implementation does."""
+    h, w = grey.shape[1:]
+    dev = grey.device
+
+    def bounds(n: int) -> tuple[Tensor, Tensor]:
+        pos = torch.arange(n, device=dev)
+        return (pos - half + 1).clamp(0, n), (pos + half + 1).clamp(0, n)
+
+    y1, y2 = bounds(h)
+    x1, x2 = bounds(w)
+
+    def corner(ys: Tensor, xs: Tensor) -> Tensor:
+        return integral[:, ys][:, :, xs]
+
+    total = corner(y2, x2) + corner(y1, x1) - corner(y2, x1) - corner(y1, x2)
+    count = ((y2 - y1)[:, None] * (x2 - x1)[None, :] - 1).to(torch.float32)
+    mean = (total - grey).to(torch.float32) / count
+    centre = grey.to(torch.float32)
+    on = torch.trunc(torch.clamp_min(centre - mean, 0)).to(torch.int64)
+    off = torch.trunc(torch.clamp_min(mean - centre, 0)).to(torch.int64)
+    return on, off
+
+
+def _rescale_255(t: Tensor, peak: Tensor) -> Tensor:
+    """``trunc(255 * float32(t / peak))`` per image (0 where the peak is 0)."""
+    ratio = t.to(torch.float32) / peak.to(torch.float32).clamp_min(1).reshape(-1, 1, 1)
+    return torch.trunc(255.0 * ratio.to(torch.float64)).to(torch.int64)
+
+
+def fine_grained_saliency(x: Tensor, layout: Layout) -> Tensor:
+    """Montabone & Soto's (2010) fine-grained static saliency, per sample ``(B, *spatial)``.
+
+    The computation of OpenCV's ``saliency.StaticSaliencyFineGrained`` (which SaliencyMix's
+    authors call), in integer and float32 arithmetic as that implementation does: the 8-bit
+    grey image (see below) is smoothed twice by a 3x3 Gaussian; at six surround sizes
+    (half-widths 12, 24, 48, 28, 56, 112 px, clipped at the border) the centre-surround
+    differences "on" (brighter than the surround mean) and "off" (darker) are taken; each is
+    summed over the scales and scaled to [0, 255] by its maximum; the saliency is
+    ``255 (on + off) / max(max on, max off)``, which can exceed 255 where a pixel is both
+    (OpenCV wraps such values modulo 256; so does this). Integer levels ``(B, *spatial)``
+    (int64) are returned; the peak is their first maximum in row-major order.
+
+    uint8 inputs are taken as the 8-bit image. Other inputs are mapped per image onto
+    [0, 255] by their minimum and maximum (the authors hand normalised float32 arrays to
+    OpenCV, whose implementation then reads the raw bytes of the floats as pixels: see
+    docs/FIDELITY.md). Three channels are combined as ``COLOR_BGR2GRAY`` combines them,
+    with channel 0 as blue, as in the authors' call on RGB arrays. 1-D layouts are treated
+    as images of height 1. On the input's device, without synchronising.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 40, 40, dtype=torch.uint8)
+        >>> x[0, 0, 10:14, 25:29] = 200
+        >>> lay = layout_of(x, method="doc")
+        >>> peak = int(fine_grained_saliency(x, lay).reshape(-1).argmax())
+        >>> 10 <= peak // 40 < 14 and 25 <= peak % 40 < 29
+        True
+    """
+    grey = _blur_121(_blur_121(_to_grey8(layout.to_channels_first(x))))
+    n, h, w = grey.shape
+    integral = torch.zeros((n, h + 1, w + 1), dtype=torch.int64, device=grey.device)
+    integral[:, 1:, 1:] = grey.cumsum(1).cumsum(2)
+    on = torch.zeros_like(grey)
+    off = torch.zeros_like(grey)
+    for half in _NEIGHBOURHOODS:
+        on_s, off_s = _centre_surround(grey, integral, half)
+        on = on + on_s
+        off = off + off_s
+    on = _rescale_255(on, on.reshape(n, -1).amax(1))
+    off = _rescale_255(off, off.reshape(n, -1).amax(1))
+    peak = torch.maximum(on.reshape(n, -1).amax(1), off.reshape(n, -1).amax(1))
+    peak = peak.to(torch.float64).clamp_min(1).reshape(-1, 1, 1)
+    sal = torch.trunc((on + off).to(torch.float64) * 255.0 / peak).to(torch.int64) % 256
+    return sal.reshape(n, *layout.spatial)
+
+
+def peak_box(saliency: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """SaliencyMix's box around each map's peak (its first maximum in row-major order).
+
+    With ``cut = floor(sqrt(1 - lam) * size)`` per axis in 2-D (``floor((1 - lam) * size)``
+    in 1-D), the box is ``[peak - cut // 2, peak + cut // 2)`` clipped at the border, so its
+    side before clipping is ``2 floor(cut / 2)``, as in the authors' code. ``saliency`` is
+    ``(N, *spatial)``; ``lam`` is 0-d or ``(N,)``. Returns int64 ``(starts, sizes)`` of the
+    clipped boxes, each ``(N, len(spatial))``, on the saliency's device (nothing is built on
+    the host, nothing synchronises).
 
     Example:
         >>> s = torch.zeros(1, 6, 6); s[0, 1, 4] = 1.0
         >>> starts, sizes = peak_box(s, torch.tensor(0.75))
         >>> starts.tolist(), sizes.tolist()
-        ([[0, 3]], [[3, 3]])
+        ([[0, 3]], [[2, 2]])
     """
     n = saliency.shape[0]
     spatial = tuple(saliency.shape[1:])
     flat_peak = saliency.reshape(n, -1).argmax(1)
-    centres = []
-    for size in reversed(spatial):
-        centres.append(flat_peak % size)
-        flat_peak = flat_peak // size
-    centres = torch.stack(centres[::-1], dim=1)
-    ratio = (1.0 - lam.reshape(-1, 1).to(device=saliency.device, dtype=torch.float64))
-    ratio = ratio.clamp(0.0, 1.0)
+    ratio = 1.0 - lam.reshape(-1).to(device=saliency.device, dtype=torch.float64)
+    ratio = ratio.clamp(0.0, 1.0).expand(n)
     if len(spatial) == 2:
         ratio = ratio.sqrt()
-    dims = torch.tensor(spatial, dtype=torch.float64, device=saliency.device)
-    cut = torch.floor(ratio * dims)
-    low = centres.to(torch.float64) - torch.floor(cut / 2)
-    lo = low.clamp(min=0).minimum(dims)
-    hi = (low + cut).clamp(min=0).minimum(dims)
-    return lo.to(torch.int64), (hi - lo).to(torch.int64)
+    starts, sizes = [], []
+    for axis in range(len(spatial) - 1, -1, -1):
+        size = spatial[axis]
+        centre = flat_peak % size
+        flat_peak = flat_peak // size
+        half = torch.floor(ratio * size).to(torch.int64) // 2
+        lo = (centre - half).clamp(0, size)
+        hi = (centre + half).clamp(0, size)
+        starts.append(lo)
+        sizes.append(hi - lo)
+    return torch.stack(starts[::-1], dim=1), torch.stack(sizes[::-1], dim=1)
 
 
 def puzzle_adversarial_noise(

@@ -40,8 +40,16 @@ def spatial_layout(
     return layout
 
 
-def given_mask(mask: Any, layout: MM.Layout, batch_size: int, device: torch.device) -> Tensor:
-    """Check a caller's mask ``(1 or B, *spatial)`` (partner weight) and move it to ``device``."""
+def given_mask(
+    mask: Any, layout: MM.Layout, batch_size: int, device: torch.device, *,
+    inputs: Tensor | None = None, validate: bool = True,
+) -> Tensor:
+    """Check a caller's mask ``(1 or B, *spatial)`` (partner weight) and move it to ``device``.
+
+    A float or integer mask must hold weights in [0, 1] (checked when ``validate``; it reads
+    the mask, a device synchronisation), and on integer ``inputs`` (uint8 images) only 0 and
+    1, since a fractional weight cannot blend integer pixels (always checked).
+    """
     shapes = ((1, *layout.spatial), (batch_size, *layout.spatial))
     if not isinstance(mask, Tensor) or tuple(mask.shape) not in shapes:
         shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
@@ -49,11 +57,31 @@ def given_mask(mask: Any, layout: MM.Layout, batch_size: int, device: torch.devi
             f"mask of shape {shape} is invalid: pass a bool or float tensor of shape {shapes[0]} "
             f"or {shapes[1]}, True/1 where the partner sample shows."
         )
-    return mask.to(device)
+    mask = mask.to(device)
+    if mask.dtype == torch.bool or mask.numel() == 0:
+        return mask
+    integer_inputs = inputs is not None and not inputs.is_floating_point()
+    if validate or integer_inputs:
+        lo, hi = float(mask.min()), float(mask.max())
+        if not (lo >= 0.0 and hi <= 1.0):  # also refuses NaN
+            raise InputError(
+                f"mask holds {lo if not lo >= 0.0 else hi!r}, outside [0, 1]: a mask is the "
+                "partner's weight per position, 0 (x shows) to 1 (the partner shows); a weight "
+                "outside would give lam outside [0, 1] and negative targets."
+            )
+        if integer_inputs and not bool(((mask == 0) | (mask == 1)).all()):
+            raise InputError(
+                f"a fractional mask cannot blend {inputs.dtype} inputs (the blend would be "
+                "rounded away while lam counts it): pass a bool or 0/1 mask, or convert the "
+                "inputs to float first."
+            )
+    return mask
 
 
 class _MaskMixer(Mixer):
     """Shared options and the final step of the mask mixers."""
+
+    model_free = True  # plan() ignores the model and mixes inputs: usable in MixCollate
 
     def __init__(self, *, spatial_dims: int | None, channels_last: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -161,7 +189,8 @@ class FMix(_MaskMixer):
         if mask is None:
             mask = self.sample_mask(layout.spatial, lam_t, generator=generator, device=device)
         else:
-            mask = given_mask(mask, layout, batch_size, device)
+            mask = given_mask(mask, layout, batch_size, device, inputs=x,
+                              validate=self.validate)
         return self._masked_plan(mask, perm_t, layout, dtype, per_batch=lam_t.dim() == 0)
 
 
@@ -218,9 +247,20 @@ class ResizeMix(_MaskMixer):
         self.scale = (float(scale[0]), float(scale[1]))
         self.mode = mode
 
+    def spatial_rank(self) -> int:
+        """The number of spatial dims ``d`` of the boxes: ``spatial_dims`` if given, 1 with
+        ``channels_last=True``, else that of the last batch planned (2 before the first)."""
+        if self.spatial_dims is not None:
+            return self.spatial_dims
+        if self.channels_last:
+            return 1
+        return getattr(self, "_seen_rank", 2)
+
     def mixupe_constant(self) -> float:
-        """``2 E[tau^d (1 - tau^d)]`` for ``tau ~ U(scale)``."""
-        d = self.spatial_dims or 2
+        """``2 E[tau^d (1 - tau^d)]`` for ``tau ~ U(scale)``, ``d`` = :meth:`spatial_rank`
+        (inferred from the batch when neither ``spatial_dims`` nor ``channels_last`` fixes it;
+        MixupE reads it every step)."""
+        d = self.spatial_rank()
         lo, hi = self.scale
 
         def moment(k: int) -> float:  # E[tau^k]
@@ -237,7 +277,7 @@ class ResizeMix(_MaskMixer):
         """Draw the paste box as host integers ``(starts, sizes)``.
 
         The scale and place are drawn on the generator's device and read on the host (free for
-        the default CPU generator).
+        the default CPU generator). ``lam`` (in [0, 1]) fixes the scale to ``(1 - lam)^(1/d)``.
         """
         if lam is None:
             u = torch.rand((1,), generator=generator, device=generator.device,
@@ -245,8 +285,8 @@ class ResizeMix(_MaskMixer):
             tau = self.scale[0] + (self.scale[1] - self.scale[0]) * u
         else:
             area = 1.0 - float(lam)
-            tau = torch.tensor([area ** (1.0 / len(spatial))], dtype=torch.float64,
-                               device=generator.device)
+            tau = torch.full((1,), area ** (1.0 / len(spatial)), dtype=torch.float64,
+                             device=generator.device)
         starts, sizes = MM.resizemix_box(spatial, tau, generator=generator)
         return tuple(starts[0].tolist()), tuple(sizes[0].tolist())
 
@@ -265,15 +305,19 @@ class ResizeMix(_MaskMixer):
     ) -> MixPlan:
         """Draw (or take) the pairing and the box; lambda is the kept area."""
         layout = self._layout(x)
-        if lam is not None and (isinstance(lam, Tensor) and lam.dim() != 0):
-            raise InputError("ResizeMix uses one box per batch: pass a single lam, not (B,).")
+        self._seen_rank = len(layout.spatial)
+        if lam is not None:
+            if isinstance(lam, Tensor) and lam.dim() != 0:
+                raise InputError("ResizeMix uses one box per batch: pass a single lam, not (B,).")
+            lam = float(self._given_lam(lam, 1, torch.device("cpu"), torch.float64))
+            if not 0.0 <= lam <= 1.0:  # a tensor lam when validate=False: still read here
+                raise ConfigError(f"lam={lam!r} is invalid: pass a value in [0, 1].")
         perm_t = self._perm(batch_size, device=device, perm=perm, generator=generator)
         if box is None:
             starts, sizes = self.sample_box(layout.spatial, generator=generator, lam=lam)
         else:
             starts, sizes = _check_box(box, layout.spatial)
-        mask = MM.box_mask(layout.spatial, torch.tensor([starts], device=device),
-                           torch.tensor([sizes], device=device))
+        mask = MM.host_box_mask(layout.spatial, starts, sizes, device)
         lam_t = MM.kept_fraction(mask, dtype)[0]
         mode = self.mode
 
@@ -302,12 +346,24 @@ def _check_box(box: Any, spatial: tuple[int, ...]) -> tuple[tuple[int, ...], tup
 class SaliencyMix(_MaskMixer):
     """SaliencyMix (Uddin et al., ICLR 2021): a box centred on the source's saliency peak.
 
-    ``lam ~ Beta(alpha, alpha)`` sets the box side as CutMix does; the box is centred on the
-    peak of the spectral-residual saliency map of the source image ``x[perm]`` and that region
-    of the source is pasted into ``x`` at the same place. As released, one box for the batch,
-    placed by the saliency of the first source (``per_sample=True``: each sample's box from its
-    own source). The label weight is the exact kept area after clipping. ``mask=`` makes the
-    step deterministic with ``perm=``.
+    ``lam ~ Beta(alpha, alpha)`` sets ``cut = floor(sqrt(1 - lam) * size)`` per axis as
+    CutMix does; the box ``[peak - cut // 2, peak + cut // 2)`` (side ``2 floor(cut / 2)``,
+    as released) is centred on the peak of the source image ``x[perm]``'s saliency map, and
+    that region of the source is pasted into ``x`` at the same place. As released, one box
+    for the batch, placed by the saliency of the first source (``per_sample=True``: each
+    sample's box from its own source). The label weight is the exact kept area after
+    clipping. ``mask=`` makes the step deterministic with ``perm=``.
+
+    Args:
+        saliency: ``"fine_grained"`` (default, the authors' choice: Montabone & Soto's
+            fine-grained static saliency as OpenCV computes it, see
+            :func:`mixupe.functional_masks.fine_grained_saliency`) or
+            ``"spectral_residual"`` (Hou & Zhang 2007, a few FFTs: cheaper on large images
+            and on the device, but its peaks are elsewhere).
+        blur: the spectral residual's Gaussian blur, a fraction of the longest side (0: none);
+            only with ``saliency="spectral_residual"``.
+        alpha, per_sample, spatial_dims, channels_last, num_classes, label_smoothing, seed,
+            generator, validate, check_finite: see :class:`FMix`.
 
     Example:
         >>> import torch
@@ -318,11 +374,14 @@ class SaliencyMix(_MaskMixer):
         True
     """
 
+    SALIENCY = ("fine_grained", "spectral_residual")
+
     def __init__(
         self,
         *,
         alpha: float = 1.0,
         per_sample: bool = False,
+        saliency: str = "fine_grained",
         blur: float = 0.125,
         spatial_dims: int | None = None,
         channels_last: bool = False,
@@ -337,14 +396,25 @@ class SaliencyMix(_MaskMixer):
                          channels_last=channels_last, num_classes=num_classes,
                          label_smoothing=label_smoothing, seed=seed, generator=generator,
                          validate=validate, check_finite=check_finite)
+        if saliency not in self.SALIENCY:
+            raise ConfigError(
+                f"saliency={saliency!r} is unknown: use 'fine_grained' (the authors') or "
+                "'spectral_residual' (cheaper)."
+            )
         if not (isinstance(blur, (int, float)) and blur >= 0 and math.isfinite(blur)):
             raise ConfigError(f"blur={blur!r} is invalid: pass a fraction >= 0 (0: no blur).")
+        self.saliency = saliency
         self.blur = float(blur)
+
+    def saliency_map(self, sources: Tensor, layout: MM.Layout) -> Tensor:
+        """The saliency maps ``(N, *spatial)`` of ``sources``."""
+        if self.saliency == "fine_grained":
+            return MM.fine_grained_saliency(sources, layout)
+        return MM.spectral_residual_saliency(sources, layout, blur=self.blur)
 
     def sample_mask(self, sources: Tensor, lam: Tensor, layout: MM.Layout) -> Tensor:
         """Boxes (True inside) centred on the saliency peaks of ``sources``."""
-        saliency = MM.spectral_residual_saliency(sources, layout, blur=self.blur)
-        starts, sizes = MM.peak_box(saliency, lam)
+        starts, sizes = MM.peak_box(self.saliency_map(sources, layout), lam)
         return MM.box_mask(layout.spatial, starts, sizes)
 
     def plan(
@@ -368,5 +438,6 @@ class SaliencyMix(_MaskMixer):
             sources = x[perm_t] if lam_t.dim() == 1 else x[perm_t[:1]]
             mask = self.sample_mask(sources, lam_t, layout)
         else:
-            mask = given_mask(mask, layout, batch_size, device)
+            mask = given_mask(mask, layout, batch_size, device, inputs=x,
+                              validate=self.validate)
         return self._masked_plan(mask, perm_t, layout, dtype, per_batch=lam_t.dim() == 0)
