@@ -420,19 +420,23 @@ _NEIGHBOURHOODS = (12, 24, 48, 28, 56, 112)  # Montabone & Soto's six surround h
 def _to_grey8(x: Tensor) -> Tensor:
     """``(N, C, *spatial)`` -> 8-bit grey levels ``(N, H, W)`` as int64 (1-D: ``H = 1``).
 
-    uint8 inputs are used as they are; any other dtype is mapped per image onto [0, 255] by
-    its minimum and maximum, then rounded. Three channels are weighted as OpenCV's
-    ``COLOR_BGR2GRAY`` weighs them in fixed point, channel 0 taken as blue (the authors pass
-    RGB arrays to it, so red gets 0.114); one channel is used as it is; other channel counts
-    are averaged.
+    uint8 inputs are used as they are; float images within [0, 1] are scaled by 255, any
+    other image is mapped onto [0, 255] by its own minimum and maximum; then rounded. Three
+    channels are weighted as OpenCV's ``COLOR_BGR2GRAY`` weighs them in fixed point (15 bits,
+    OpenCV 4 and 5), channel 0 taken as blue (the authors pass RGB arrays to it, so red gets
+    0.114); one channel is used as it is; other channel counts are averaged.
     """
     if x.dtype == torch.uint8:
         levels = x.to(torch.int64)
     else:
-        flat = x.detach().to(torch.float64).reshape(x.shape[0], -1)
-        lo = flat.amin(1).reshape(-1, *([1] * (x.dim() - 1)))
-        span = (flat.amax(1).reshape(lo.shape) - lo).clamp_min(1e-300)
-        levels = torch.round((x.detach().to(torch.float64) - lo) / span * 255).to(torch.int64)
+        v = x.detach().to(torch.float64)
+        flat = v.reshape(v.shape[0], -1)
+        shape = (-1, *([1] * (v.dim() - 1)))
+        lo, hi = flat.amin(1).reshape(shape), flat.amax(1).reshape(shape)
+        unit = (lo >= 0) & (hi <= 1)  # [0, 1] images (ToTensor): the levels they came from
+        lo = torch.where(unit, 0.0, lo)
+        span = torch.where(unit, 1.0, (hi - lo).clamp_min(1e-300))
+        levels = torch.round((v - lo) / span * 255).to(torch.int64)
     if levels.shape[1] == 3:
         w = torch.tensor([3735, 19235, 9798], dtype=torch.int64, device=x.device)
         grey = ((levels * w.reshape(1, 3, *([1] * (x.dim() - 2)))).sum(1) + 16384) >> 15
@@ -503,12 +507,13 @@ def fine_grained_saliency(x: Tensor, layout: Layout) -> Tensor:
     (OpenCV wraps such values modulo 256; so does this). Integer levels ``(B, *spatial)``
     (int64) are returned; the peak is their first maximum in row-major order.
 
-    uint8 inputs are taken as the 8-bit image. Other inputs are mapped per image onto
-    [0, 255] by their minimum and maximum (the authors hand normalised float32 arrays to
-    OpenCV, whose implementation then reads the raw bytes of the floats as pixels: see
-    docs/FIDELITY.md). Three channels are combined as ``COLOR_BGR2GRAY`` combines them,
-    with channel 0 as blue, as in the authors' call on RGB arrays. 1-D layouts are treated
-    as images of height 1. On the input's device, without synchronising.
+    uint8 inputs are taken as the 8-bit image, float images within [0, 1] as ``255 x``, and
+    other inputs (normalised images) are mapped per image onto [0, 255] by their minimum and
+    maximum (the authors hand normalised float32 arrays to OpenCV, whose implementation is
+    written for 8-bit images and returns another map for them: see docs/FIDELITY.md).
+    Three channels are combined as ``COLOR_BGR2GRAY`` combines them, with channel 0 as blue,
+    as in the authors' call on RGB arrays. 1-D layouts are treated as images of height 1.
+    On the input's device, without synchronising.
 
     Example:
         >>> x = torch.zeros(1, 1, 40, 40, dtype=torch.uint8)
