@@ -40,7 +40,7 @@ def test_alignment_undoes_a_spatial_shuffle():
     h = torch.randn(2, 6, 3, 3, generator=gen(1), dtype=torch.float64)
     order = torch.randperm(9, generator=gen(2))
     shuffled = h.reshape(2, 6, 9)[:, :, order].reshape(2, 6, 3, 3)
-    aligned = MT.align_features(h, shuffled, eps=0.002, n_iter=2000)
+    aligned = MT.align_features(h, shuffled, eps=0.002, n_iter=2000, scale_cost=True)
     torch.testing.assert_close(aligned, h, atol=1e-4, rtol=0)
 
 
@@ -51,8 +51,8 @@ def test_alignmix_mixes_the_pot_aligned_partner():
     x = torch.randn(4, 2, 8, generator=gen(3), dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 3])
     perm = torch.tensor([1, 2, 3, 0])
-    out = mixupe.AlignMix(layers=["1"], eps=0.1, n_iter=300, num_classes=4)(
-        net, x, y, lam=0.4, perm=perm, layer="1")
+    out = mixupe.AlignMix(layers=["1"], eps=0.1, n_iter=300, num_classes=4, scale_cost=True)(
+        net, x, y, lam=0.4, perm=perm, layer="1", side="partner")
     h = net[1](net[0](x)).detach()
     mixed = torch.empty_like(h)
     for b in range(4):

@@ -83,3 +83,57 @@ def test_fine_grained_saliency_equals_opencv_on_random_images(shape):
 def test_saliencymix_refuses_an_unknown_saliency():
     with pytest.raises(mixupe.ConfigError, match="saliency="):
         mixupe.SaliencyMix(saliency="itti")
+
+
+# ---------------------------------------------------------------------- AlignMix
+def test_alignmix_plan_and_both_aligned_maps_equal_the_authors():
+    """shashankvkt/AlignMixup_CVPR22's SinkhornDistance (eps 0.1, raw squared distances) and
+    mixup_aligned's two branches, on fixed post-ReLU maps."""
+    g = golden("alignmix_sinkhorn.npz")
+    h = torch.from_numpy(g["features"])
+    perm = torch.from_numpy(g["perm"])
+    lam = torch.tensor(float(g["lam"]))
+    plan = mixupe.functional_transport.alignment_plan(h, h[perm])
+    torch.testing.assert_close(plan, torch.from_numpy(g["plan"]), atol=2e-4, rtol=0)
+    am = mixupe.AlignMix(layers=["x"], num_classes=2)
+    for side, key in (("partner", "mixed_partner_aligned"), ("sample", "mixed_sample_aligned")):
+        ours = am.mix_representation(h, perm, lam, "x", side=side)
+        torch.testing.assert_close(ours, torch.from_numpy(g[key]), atol=2e-4, rtol=0)
+
+
+def _conv_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv1d(2, 3, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(24, 2)).double()
+
+
+def test_alignmix_draws_which_side_is_aligned():
+    net = _conv_net()
+    x = torch.randn(4, 2, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 0, 1])
+    perm = torch.tensor([1, 2, 3, 0])
+    h = net[1](net[0](x)).detach()
+    am = mixupe.AlignMix(layers=["1"], num_classes=2)
+    want = {s: am.mix_representation(h, perm, torch.tensor(0.3, dtype=torch.float64), "1",
+                                     side=s) for s in ("partner", "sample")}
+    assert not torch.allclose(want["partner"], want["sample"])
+    seen = set()
+    for seed in range(12):
+        out = mixupe.AlignMix(layers=["1"], num_classes=2, seed=seed)(net, x, y, lam=0.3,
+                                                                      perm=perm)
+        for side, mixed in want.items():
+            if torch.allclose(out.logits, net[3](net[2](mixed)), atol=1e-9, rtol=0):
+                seen.add(side)
+    assert seen == {"partner", "sample"}
+    with pytest.raises(mixupe.ConfigError, match="side="):
+        am(net, x, y, side="left")
+
+
+def test_alignmix_does_plain_mixup_at_the_input():
+    net = _conv_net()
+    x = torch.randn(4, 2, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 0, 1])
+    perm = torch.tensor([2, 3, 0, 1])
+    out = mixupe.AlignMix(layers=["input", "1"], num_classes=2)(net, x, y, lam=0.25, perm=perm,
+                                                               layer="input")
+    torch.testing.assert_close(out.logits, net(0.25 * x + 0.75 * x[perm]))

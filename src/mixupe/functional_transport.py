@@ -2,8 +2,8 @@
 
 - :func:`sinkhorn` solves entropic optimal transport between uniform marginals in the log
   domain, batched, in torch (differentiable, no device synchronisation).
-- :func:`align_features` uses it to re-arrange a partner's feature vectors onto a sample's
-  positions, as AlignMix does before interpolating.
+- :func:`alignment_plan` and :func:`align_features` use it to re-arrange a partner's feature
+  vectors onto a sample's positions (or the reverse), as AlignMix does before interpolating.
 - :func:`block_transport` solves Puzzle Mix's exact assignment of blocks with the ``POT``
   package (``pip install POT``) on the host, and :func:`move_blocks` applies it.
 
@@ -28,6 +28,7 @@ from mixupe.errors import ConfigError, DataUnavailableError
 
 __all__ = [
     "align_features",
+    "alignment_plan",
     "block_cost_matrix",
     "block_transport",
     "from_blocks",
@@ -78,33 +79,60 @@ def sinkhorn(
     return torch.exp(kernel + f[:, :, None] + g[:, None, :])
 
 
+def alignment_plan(
+    h: Tensor, partner: Tensor, *, eps: float = 0.1, n_iter: int = 100,
+    scale_cost: bool = False,
+) -> Tensor:
+    """AlignMix's assignment matrix ``n P`` ``(B, n, n)`` between the positions of ``h``
+    (rows) and of ``partner`` (columns), without gradient.
+
+    ``h`` and ``partner`` are ``(B, C, *positions)`` feature maps; the cost between position
+    i of ``h`` and position j of ``partner`` is the squared distance of their C-vectors, as
+    the authors compute it; P is the Sinkhorn plan of weight ``eps`` between uniform
+    marginals (log domain, ``n_iter`` iterations), times the number of positions ``n`` so
+    that a permutation gives a 0/1 matrix. ``scale_cost=True`` divides the cost by its
+    per-sample maximum first, which makes ``eps`` scale-free but the plans much blurrier at
+    the authors' eps = 0.1 (not the authors' choice).
+
+    Example:
+        >>> h = torch.tensor([[[0.0, 10.0]]])
+        >>> alignment_plan(h, h.flip(-1)).round().tolist()
+        [[[0.0, 1.0], [1.0, 0.0]]]
+    """
+    b, c = h.shape[:2]
+    with torch.no_grad():
+        work = torch.promote_types(h.dtype, torch.float32)
+        a_vec = h.detach().reshape(b, c, -1).transpose(1, 2).to(work)  # (B, n, C)
+        p_vec = partner.detach().reshape(b, c, -1).transpose(1, 2).to(work)
+        cost = torch.cdist(a_vec, p_vec) ** 2
+        if scale_cost:
+            cost = cost / cost.amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(work).tiny)
+            # the cost lies in [0, 1], so the kernel exp(-cost / eps) is safe unless eps is tiny
+            plan = sinkhorn(cost, eps=eps, n_iter=n_iter, log_domain=eps < 1 / 400)
+        else:
+            plan = sinkhorn(cost, eps=eps, n_iter=n_iter)
+        return plan * a_vec.shape[1]
+
+
 def align_features(
-    h: Tensor, partner: Tensor, *, eps: float = 0.1, n_iter: int = 100
+    h: Tensor, partner: Tensor, *, eps: float = 0.1, n_iter: int = 100,
+    scale_cost: bool = False, plan: Tensor | None = None,
 ) -> Tensor:
     """AlignMix's alignment: ``partner``'s feature vectors moved onto ``h``'s positions.
 
-    ``h`` and ``partner`` are ``(B, C, *positions)`` feature maps. The cost between position
-    i of ``h`` and position j of ``partner`` is the squared distance of their C-vectors,
-    divided by its per-sample maximum (so ``eps`` is scale-free); with the Sinkhorn plan P
-    (``n`` positions), the result at position i is ``sum_j n P_ij partner_j``. The plan is
-    computed without gradient (it is a re-arrangement); the result is differentiable in
-    ``partner``.
+    With the assignment matrix ``n P`` of :func:`alignment_plan` (or ``plan=``, computed
+    before), the result at position i is ``sum_j n P_ij partner_j``. It is differentiable in
+    ``partner`` (the plan is a re-arrangement, without gradient).
 
     Example:
         >>> h = torch.tensor([[[0.0, 10.0]]])              # one sample, 1 channel, 2 positions
-        >>> align_features(h, h.flip(-1), eps=0.01).round().tolist()   # undoes the swap
+        >>> align_features(h, h.flip(-1)).round().tolist()   # undoes the swap
         [[[0.0, 10.0]]]
     """
+    if plan is None:
+        plan = alignment_plan(h, partner, eps=eps, n_iter=n_iter, scale_cost=scale_cost)
     b, c = h.shape[:2]
-    a_vec = h.reshape(b, c, -1).transpose(1, 2)  # (B, n, C)
     p_vec = partner.reshape(b, c, -1).transpose(1, 2)
-    with torch.no_grad():
-        work = torch.promote_types(h.dtype, torch.float32)
-        cost = torch.cdist(a_vec.detach().to(work), p_vec.detach().to(work)) ** 2
-        cost = cost / cost.amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(work).tiny)
-        # the cost lies in [0, 1], so the kernel exp(-cost / eps) is safe unless eps is tiny
-        plan = sinkhorn(cost, eps=eps, n_iter=n_iter, log_domain=eps < 1 / 400)
-        plan = plan * a_vec.shape[1]
     moved = torch.bmm(plan.to(partner.dtype), p_vec)  # (B, n, C)
     return moved.transpose(1, 2).reshape(h.shape)
 
