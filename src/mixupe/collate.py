@@ -1,7 +1,9 @@
 """Mixing outside the model: as a DataLoader ``collate_fn``, or on a batch already collated.
 
-:class:`MixCollate` wraps a model-free mixer (:class:`~mixupe.Mixup`, :class:`~mixupe.CutMix`)
-and returns the mixed inputs with soft targets ``(B, K)``, which
+:class:`MixCollate` wraps a model-free mixer (:class:`~mixupe.Mixup`, :class:`~mixupe.CutMix`,
+:class:`~mixupe.FMix`, :class:`~mixupe.ResizeMix`, :class:`~mixupe.SaliencyMix`, and
+:class:`~mixupe.Switch` or :class:`~mixupe.Scheduled` over model-free mixers, such as timm's
+Mixup-or-CutMix switch) and returns the mixed inputs with soft targets ``(B, K)``, which
 ``torch.nn.functional.cross_entropy(logits, targets)`` accepts as class probabilities (as
 torchvision's ``transforms.v2.MixUp`` and timm's ``Mixup`` do).
 
@@ -59,8 +61,9 @@ class MixCollate:
     already collated (``MixCollate(mixer).mix(x, y)``).
 
     Args:
-        mixer: a model-free mixer (class attribute ``model_free = True``): ``Mixup``,
-            ``CutMix``. Its ``num_classes``, ``label_smoothing``, ``per_sample`` and generator
+        mixer: a model-free mixer (``model_free`` true): ``Mixup``, ``CutMix``, ``FMix``,
+            ``ResizeMix``, ``SaliencyMix``, or ``Switch`` / ``Scheduled`` over such mixers.
+            Its ``num_classes``, ``label_smoothing``, ``per_sample`` and generator
             apply.
         collate_fn: how samples become ``(x, y)`` before mixing; default PyTorch's
             ``default_collate``. Extra collated fields after ``(x, y)`` are refused.
@@ -74,7 +77,8 @@ class MixCollate:
     ) -> None:
         if not isinstance(mixer, Mixer) or not getattr(mixer, "model_free", False):
             raise ConfigError(
-                f"MixCollate needs a model-free mixer such as Mixup(...) or CutMix(...), got "
+                f"MixCollate needs a model-free mixer such as Mixup(...), CutMix(...), FMix(...) "
+                f"or Switch(Mixup(...), CutMix(...)), got "
                 f"{type(mixer).__name__}: mixing at a hidden layer (ManifoldMixup) or with a "
                 "clean pass (MixupE) needs the model, so use that objective in the training step"
             )

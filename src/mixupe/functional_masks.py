@@ -46,6 +46,7 @@ __all__ = [
     "kept_fraction",
     "layout_of",
     "minmax_box",
+    "minmax_constant",
     "paste_resized",
     "peak_box",
     "puzzle_adversarial_noise",
@@ -285,14 +286,46 @@ def minmax_box(
             "the side length (timm's cutmix_minmax)."
         )
     dev = generator.device
-    dims = torch.tensor(spatial, dtype=torch.float64, device=dev)
-    low = torch.floor(lo * dims).clamp(min=1)
-    high = torch.floor(hi * dims).clamp(min=low + 1)
+    bounds = [_minmax_sides(size, minmax) for size in spatial]
     u = torch.rand((n, len(spatial)), generator=generator, device=dev, dtype=torch.float64)
-    sizes = torch.floor(low + u * (high - low)).minimum(dims)
+    sizes = torch.stack([torch.floor(low + u[:, a] * (high - low)).clamp(max=size)
+                         for a, (size, (low, high)) in enumerate(zip(spatial, bounds,
+                                                                      strict=True))], dim=1)
     u = torch.rand((n, len(spatial)), generator=generator, device=dev, dtype=torch.float64)
-    starts = torch.floor(u * (dims - sizes + 1))
-    return starts.to(torch.int64), sizes.to(torch.int64)
+    room = torch.stack([size - sizes[:, a] + 1 for a, size in enumerate(spatial)], dim=1)
+    return torch.floor(u * room).to(torch.int64), sizes.to(torch.int64)
+
+
+def _minmax_sides(size: int, minmax: tuple[float, float]) -> tuple[int, int]:
+    """The side range ``[low, high)`` of :func:`minmax_box` on an axis of ``size``."""
+    low = max(math.floor(minmax[0] * size), 1)
+    return low, max(math.floor(minmax[1] * size), low + 1)
+
+
+def minmax_constant(spatial: tuple[int, ...] | None, minmax: tuple[float, float], *,
+                    ndim: int = 2) -> float:
+    """MixupE's ``c = 2 E[lam (1 - lam)]`` for :func:`minmax_box`'s boxes, in closed form.
+
+    ``lam = 1 - prod_a k_a / n_a`` with the sides ``k_a`` independent and uniform on their
+    integer ranges (boxes lie inside, so ``lam`` is exactly the kept area), hence
+    ``c = 2 (prod_a E[k_a / n_a] - prod_a E[(k_a / n_a)^2])``. ``spatial=None`` gives the
+    continuous limit for ``ndim`` axes, ``k / n ~ U(lo, hi)``.
+
+    Example:
+        >>> round(minmax_constant((32, 32), (0.2, 0.8)), 4)
+        0.3155
+    """
+    lo, hi = minmax
+    if spatial is None:
+        first, second = (lo + hi) / 2, (lo * lo + lo * hi + hi * hi) / 3
+        return 2.0 * (first**ndim - second**ndim)
+    first = second = 1.0
+    for size in spatial:
+        low, high = _minmax_sides(size, minmax)
+        sides = [min(k, size) / size for k in range(low, high)]
+        first *= sum(sides) / len(sides)
+        second *= sum(v * v for v in sides) / len(sides)
+    return 2.0 * (first - second)
 
 
 def resizemix_box(
@@ -438,8 +471,8 @@ def _to_grey8(x: Tensor) -> Tensor:
         span = torch.where(unit, 1.0, (hi - lo).clamp_min(1e-300))
         levels = torch.round((v - lo) / span * 255).to(torch.int64)
     if levels.shape[1] == 3:
-        w = torch.tensor([3735, 19235, 9798], dtype=torch.int64, device=x.device)
-        grey = ((levels * w.reshape(1, 3, *([1] * (x.dim() - 2)))).sum(1) + 16384) >> 15
+        b, g, r = levels.unbind(1)
+        grey = (b * 3735 + g * 19235 + r * 9798 + 16384) >> 15
     elif levels.shape[1] == 1:
         grey = levels[:, 0]
     else:

@@ -180,7 +180,8 @@ class CutMix(Mixer):
     at the border; with ``per_sample=True`` each sample gets its own box and lambda.
     ``minmax=(lo, hi)`` (timm's ``cutmix_minmax``) draws each box side uniformly between
     ``lo`` and ``hi`` times the side instead of from lambda; the label weight is then the
-    exact kept area. For dict or tuple batches every ``mix_keys`` entry gets the same box
+    exact kept area (``lam=`` on a call still fixes the box by lambda, as without
+    ``minmax``). For dict or tuple batches every ``mix_keys`` entry gets the same box
     (their box axes must agree).
 
     Example:
@@ -259,6 +260,20 @@ class CutMix(Mixer):
             minmax = (float(minmax[0]), float(minmax[1]))
         self.minmax = minmax
 
+    def mixupe_constant(self) -> float:
+        """MixupE's ``c = 2 E[lam (1 - lam)]`` of this mixer's own lambda.
+
+        Beta(alpha, alpha): ``alpha / (2 alpha + 1)``. With ``minmax``, lambda is the kept area
+        of boxes whose sides are uniform integers, so ``c`` is the closed form of
+        :func:`mixupe.functional_masks.minmax_constant` for the spatial shape of the batch
+        last planned (MixupE reads it every step, after the plan), and its continuous limit
+        for 2-D boxes before the first batch; ``alpha`` plays no part.
+        """
+        if self.minmax is None:
+            return super().mixupe_constant()
+        spatial = getattr(self, "_seen_spatial", None)
+        return MM.minmax_constant(spatial, self.minmax)
+
     def box_axes(self, x: Tensor) -> tuple[int, ...]:
         """The (sorted, non-negative) axes of ``x`` that the box spans."""
         nd = x.dim()
@@ -311,7 +326,8 @@ class CutMix(Mixer):
         lam_t, perm_t = self._lam_perm(
             batch_size, device=device, dtype=dtype, lam=lam, perm=perm, generator=generator
         )
-        if self.minmax is None:
+        self._seen_spatial = spatial
+        if self.minmax is None or lam is not None:
             mask, lam_eff = MF.cutmix_mask(spatial, lam_t, generator=generator, device=device,
                                            correct_lambda=self.correct_lambda)
         else:

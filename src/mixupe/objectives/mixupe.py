@@ -252,7 +252,7 @@ class MixupE(Objective):
             )
         self.mixing = mixing
         self.alpha = mixing.alpha
-        self.c = mixing.mixupe_constant()
+        mixing.mixupe_constant()  # refuses a mixer without one, at construction
         self.eta = float(eta)
         self.version = int(version)
         self.threshold = None if threshold is None else float(threshold)
@@ -266,6 +266,12 @@ class MixupE(Objective):
         self._data_mean: Tensor | None = None
         self._mean_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         self.layer_means: dict[str, Tensor] = {}
+
+    @property
+    def c(self) -> float:
+        """MixupE's constant ``2 E[lam (1 - lam)]`` of the mixing's own lambda, read from the
+        mixing every step (it can depend on the batch's shape: ResizeMix, CutMix's minmax)."""
+        return self.mixing.mixupe_constant()
 
     # ----------------------------------------------------------------- data mean
     @property

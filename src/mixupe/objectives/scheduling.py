@@ -13,6 +13,7 @@ objective's generator and read on the host (free for the default CPU generator).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -49,8 +50,24 @@ def _coin(p: float, generator: torch.Generator) -> bool:
     return bool(torch.rand((), generator=generator, device=generator.device) < p)
 
 
+def _plan_options(mixer: Mixer) -> set[str] | None:
+    """The keyword options ``mixer.plan`` takes beyond the common ones (None: any)."""
+    params = inspect.signature(mixer.plan).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    common = {"model", "x", "batch_size", "device", "dtype", "lam", "perm", "generator"}
+    return {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY} - common
+
+
 class _Wrapper(Mixer):
     """A mixer that delegates to others and shares their generator and label settings."""
+
+    wrapped: tuple[Mixer, ...] = ()
+
+    @property
+    def model_free(self) -> bool:  # type: ignore[override]
+        """Model-free (usable in MixCollate) when every wrapped mixer is."""
+        return all(getattr(m, "model_free", False) for m in self.wrapped)
 
     def __init__(self, first: Mixer, validate: bool | None, check_finite: bool | None) -> None:
         super().__init__(
@@ -101,6 +118,7 @@ class Switch(_Wrapper):
             )
         super().__init__(first, validate, check_finite)
         self.first, self.second = first, second
+        self.wrapped = (first, second)
         self.switch_prob = _probability(switch_prob, "switch_prob")
         self.needs_targets = bool(getattr(first, "needs_targets", False)
                                   or getattr(second, "needs_targets", False))
@@ -114,7 +132,14 @@ class Switch(_Wrapper):
              dtype: torch.dtype, lam: Tensor | float | None, perm: Tensor | None,
              generator: torch.Generator, use_second: bool | None = None,
              **options: Any) -> MixPlan:
-        """Pick a mixer (``use_second=`` fixes the choice) and return its plan."""
+        """Pick a mixer (``use_second=`` fixes the choice) and return its plan.
+
+        An option that only one of the two mixers takes (``mask=`` for FMix, ``box=`` for
+        ResizeMix) is refused unless ``use_second=`` picks that mixer, whichever way the coin
+        would fall."""
+        given = set(options) - {"targets"}
+        if given:
+            self._check_options(given, use_second)
         if use_second is None:
             use_second = _coin(self.switch_prob, generator)
         mixer = self.second if use_second else self.first
@@ -122,6 +147,21 @@ class Switch(_Wrapper):
             options.pop("targets", None)
         return mixer.plan(model, x, batch_size, device=device, dtype=dtype, lam=lam,
                           perm=perm, generator=generator, **options)
+
+
+    def _check_options(self, given: set[str], use_second: bool | None) -> None:
+        chosen = (self.first, self.second) if use_second is None else (
+            (self.second,) if use_second else (self.first,))
+        for mixer in chosen:
+            takes = _plan_options(mixer)
+            if takes is not None and not given <= takes:
+                names = ", ".join(f"{k}=" for k in sorted(given - takes))
+                raise ConfigError(
+                    f"{type(mixer).__name__} takes no {names}, and Switch may pick it: pass "
+                    f"use_second={mixer is self.first} to always use "
+                    f"{type(self.second if mixer is self.first else self.first).__name__}, "
+                    f"or drop {names}."
+                )
 
 
 class Scheduled(_Wrapper):
@@ -153,6 +193,7 @@ class Scheduled(_Wrapper):
     ) -> None:
         mixing = _check_mixer(mixing, "mixing")
         super().__init__(mixing, validate, check_finite)
+        self.wrapped = (mixing,)
         if off_epoch is not None and (
             isinstance(off_epoch, bool) or not isinstance(off_epoch, int) or off_epoch < 1
         ):
