@@ -506,7 +506,7 @@ def make_executor(kind: str = "sequential", *, jobs: int | None = None,
                               "processes (or ray) to train runs in parallel")
         return SequentialExecutor(threads=threads, train_fn=train_fn)
     if kind == "processes":
-        jobs = jobs or 1
+        jobs = 1 if jobs is None else jobs
         if threads is None:
             threads = max(1, (os.cpu_count() or 1) // jobs)
         return ProcessExecutor(jobs=jobs, threads=threads, max_retries=max_retries,
