@@ -382,9 +382,9 @@ class RayExecutor:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
             self._started = True
+        capacity = _ray_capacity(ray.cluster_resources(), cpus_per_run, gpus_per_run)
         check_shared_filesystem(runs_root)
-        self.capacity = jobs or _ray_capacity(ray.cluster_resources(), cpus_per_run,
-                                              gpus_per_run)
+        self.capacity = jobs or capacity
         threads = max(1, int(cpus_per_run))
         self._remote = ray.remote(_ray_execute).options(
             num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=max_retries,
@@ -453,7 +453,8 @@ def _probe(path: str, token: str) -> tuple[str, bool]:
     return socket.gethostname(), p.is_file() and p.read_text(encoding="utf-8") == token
 
 
-def check_shared_filesystem(runs_root: str | os.PathLike[str]) -> None:
+def check_shared_filesystem(runs_root: str | os.PathLike[str], *,
+                            timeout_s: float = 600.0) -> None:
     """Raise :class:`~mixupe.errors.ConfigError` unless every live Ray node reads the runs
     root at the same absolute path (workers write run directories; the driver reads them)."""
     ray = _ray()
@@ -469,7 +470,7 @@ def check_shared_filesystem(runs_root: str | os.PathLike[str]) -> None:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         refs = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             n["NodeID"], soft=False)).remote(str(probe), token) for n in nodes]
-        seen = ray.get(refs, timeout=120)
+        seen = ray.get(refs, timeout=timeout_s)
     finally:
         probe.unlink(missing_ok=True)
     blind = sorted(host for host, ok in seen if not ok)
@@ -494,6 +495,8 @@ def make_executor(kind: str = "sequential", *, jobs: int | None = None,
         raise ConfigError(f"threads={threads}: pass a positive number of torch threads per run")
     if max_retries < 0:
         raise ConfigError(f"max_retries={max_retries}: pass 0 or more")
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"jobs={jobs}: need at least one run in flight; pass --jobs 1 or more")
     ray_only = {"address": address, "cpus_per_run": cpus_per_run != 1.0,
                 "gpus_per_run": gpus_per_run != 0.0}
     if kind != "ray" and any(ray_only.values()):
