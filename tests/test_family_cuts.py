@@ -99,20 +99,28 @@ def test_puzzle_label_prior_follows_lambda():
         assert (MC.grid_labeling(unary, weights, pairwise) == want).all()
 
 
-def test_puzzle_data_term_reparametrisation_is_exact_up_to_a_constant():
+@pytest.mark.parametrize("case", ["apart", "close"])
+def test_puzzle_data_term_reparametrisation_is_exact_up_to_a_constant(case):
     r = rng(4)
     grid = (2, 2)
     s_self, s_partner = torch.tensor(r.uniform(size=grid)), torch.tensor(r.uniform(size=grid))
-    # two sources far apart in value: every seam between different sources costs more than
-    # seams within one source, so no seam weight is clamped and the split must be exact
     x_self = torch.tensor(r.normal(size=(2, 4, 4)))
-    x_partner = torch.tensor(r.normal(size=(2, 4, 4))) + 5.0
-    for t in MC._seam_costs(x_self, x_partner, grid):
-        assert bool(((t[0, 1] + t[1, 0] - t[0, 0] - t[1, 1]) > 0).all())
-    beta, gamma, eta, lam = 0.8, 3.0, 0.4, 0.3
+    if case == "apart":
+        # two sources far apart in value: every seam weight (t01 + t10 - t00 - t11) / 2 > 0
+        x_partner = torch.tensor(r.normal(size=(2, 4, 4))) + 5.0
+    else:
+        # nearly the same source: some seam weights are negative, but the total edge weight
+        # beta' + seam weight stays positive, so nothing may be clamped (the release clamps
+        # nothing either)
+        x_partner = x_self + 0.3 * torch.tensor(r.normal(size=(2, 4, 4)))
+    seams = MC._seam_costs(x_self[None], x_partner[None], grid)
+    sign = [t[0, 0, 1] + t[0, 1, 0] - t[0, 0, 0] - t[0, 1, 1] for t in seams]
+    assert bool((torch.cat([v.flatten() for v in sign]) < 0).any()) == (case == "close")
+    beta, gamma, eta, lam = 0.8, (3.0 if case == "apart" else 0.5), 0.4, 0.3
     unary, weights, pairwise = MC.puzzle_energy(s_self, s_partner, lam, n_labels=2, beta=beta,
                                                 gamma=gamma, eta=eta, x_self=x_self,
-                                                x_partner=x_partner)
+                                                x_partner=x_partner, neigh_size=1)
+    assert all(bool((w > 0).all()) for w in weights)
     b_eff = beta / (16 * 2)
     ns, np_ = s_self / s_self.sum(), s_partner / s_partner.sum()
 
@@ -180,7 +188,7 @@ def test_input_gradient_is_the_analytic_gradient_and_leaves_the_model_alone():
     grad = mixupe.objectives.saliency_guided.input_gradient(net, x, targets)
     w = net[1].weight
     p = torch.softmax(net(x), 1)
-    want = ((p - targets) @ w / 4).reshape(x.shape)
+    want = ((p - targets) @ w).reshape(x.shape)  # the summed loss's gradient
     torch.testing.assert_close(grad, want.detach())
     assert all(q.grad is None for q in net.parameters()) and net.training
 

@@ -391,7 +391,9 @@ def directional_derivative_score(
     - forward mode: ``logits_tangent`` = ``J d`` from a JVP of the logits along the batch of
       directions; then ``s_i = r_i^T (J d)_i``.
 
-    Both give the same scores when samples do not interact inside the network.
+    Both give the same scores when samples do not interact inside the network. Under float16
+    autocast the reverse-mode gradient is taken of the residual term times 1024 and divided
+    back, so per-pixel values do not underflow to zero.
 
     Example:
         >>> x = torch.randn(3, 2, requires_grad=True)
@@ -410,8 +412,25 @@ def directional_derivative_score(
             "directional_derivative_score needs either logits_tangent=, or inputs= and "
             "direction= (reverse mode)."
         )
-    (grad,) = torch.autograd.grad((residual * work).sum(), inputs, create_graph=True)
+    # under float16 autocast the input gradient underflows; scale it up inside the backward
+    # (a power of two, so the unscaling is exact), as a GradScaler does for the outer loss
+    scale = _FP16_INNER_SCALE if _fp16_autocast(inputs.device) else 1.0
+    (grad,) = torch.autograd.grad((residual * work).sum() * scale, inputs, create_graph=True)
+    if scale != 1.0:
+        grad = grad / scale
     return (grad * direction.detach()).reshape(grad.shape[0], -1).sum(-1)
+
+
+_FP16_INNER_SCALE = 1024.0
+
+
+def _fp16_autocast(device: torch.device) -> bool:
+    try:
+        return torch.is_autocast_enabled(device.type) and (
+            torch.get_autocast_dtype(device.type) == torch.float16
+        )
+    except (RuntimeError, TypeError):  # pragma: no cover - a device autocast does not know
+        return False
 
 
 def check_labels(y: Tensor, num_classes: int) -> None:

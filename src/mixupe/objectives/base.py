@@ -130,7 +130,9 @@ def plan_targets(
     if plan.weights is None:
         return MF.mix_targets(clean, plan.perm, plan.lam, label_smoothing=label_smoothing,
                               dtype=dtype)
-    mixed = plan.weights.to(dtype) @ clean.to(dtype)
+    # autocast would lower the matmul to half precision; targets stay in ``dtype``
+    with torch.autocast(device_type=clean.device.type, enabled=False):
+        mixed = plan.weights.to(dtype) @ clean.to(dtype)
     if label_smoothing > 0:
         mixed = mixed * (1.0 - label_smoothing) + label_smoothing / clean.shape[1]
     return mixed
