@@ -683,6 +683,10 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
                          train_stats["loss"], val_acc)
             if bar is not None:
                 bar.set_postfix(loss=f"{train_stats['loss']:.3f}", val_acc=f"{val_acc:.3f}")
+    except (ConfigError, InputError):  # a failed start (e.g. a mixer refusing the inputs)
+        if status != "resume":
+            _on_main(ctx, lambda: run.abandon(runs_root))
+        raise
     finally:
         if bar is not None:
             bar.close()
