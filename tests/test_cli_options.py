@@ -86,3 +86,17 @@ def test_a_failed_start_leaves_no_run_directory(capsys, tmp_path):
         assert code == 2 and "FMix needs inputs with a spatial" in err, err
         assert "already exists" not in err
     assert not runs.exists() or not any(runs.rglob("*"))
+
+
+def test_run_summary_prints_no_fgsm_nan_for_validation(capsys, tmp_path, monkeypatch):
+    # Issue 23.14: every summary printed "val: ... fgsm acc nan" (validation has no attack).
+    import mixupe.engine as engine
+
+    final = {"val": {"acc": 0.5, "nll": 1.0, "ece": 0.1},
+             "test": {"acc": 0.25, "nll": 2.0, "ece": 0.2, "fgsm_acc": 0.125}}
+    monkeypatch.setattr(engine, "train", lambda cfg, **kw: engine.RunResult(
+        tmp_path / "run", cfg, final, True, None))
+    code, out, _ = run_cli(capsys, "train", "--runs-root", str(tmp_path), "--no-progress")
+    assert code == 0 and "nan" not in out
+    assert "val: acc 0.5000 nll 1.0000 ece 0.1000;" in out
+    assert "test: acc 0.2500 nll 2.0000 ece 0.2000 fgsm acc 0.1250" in out

@@ -472,6 +472,9 @@ def _progress_wanted(no_progress: bool) -> bool:
     return not no_progress and sys.stderr.isatty()
 
 
+_SUMMARY_METRICS = (("acc", "acc"), ("nll", "nll"), ("ece", "ece"), ("fgsm_acc", "fgsm acc"))
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from mixupe.engine import TrainConfig, train
 
@@ -503,11 +506,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         parts = []
         for split in ("val", "test"):
             m = final.get(split) or {}
-            if m:
-                parts.append(f"{split}: acc {m.get('acc', float('nan')):.4f} "
-                             f"nll {m.get('nll', float('nan')):.4f} "
-                             f"ece {m.get('ece', float('nan')):.4f} "
-                             f"fgsm acc {m.get('fgsm_acc', float('nan')):.4f}")
+            shown = [f"{label} {m[key]:.4f}" for key, label in _SUMMARY_METRICS
+                     if isinstance(m.get(key), (int, float))]  # validation has no FGSM
+            if shown:
+                parts.append(f"{split}: " + " ".join(shown))
         _out(f"run: {result.run_dir}")
         _out("; ".join(parts) if parts else "no metrics")
     return EXIT_OK
