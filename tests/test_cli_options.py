@@ -100,3 +100,18 @@ def test_run_summary_prints_no_fgsm_nan_for_validation(capsys, tmp_path, monkeyp
     assert code == 0 and "nan" not in out
     assert "val: acc 0.5000 nll 1.0000 ece 0.1000;" in out
     assert "test: acc 0.2500 nll 2.0000 ece 0.2000 fgsm acc 0.1250" in out
+
+
+def test_a_first_epoch_above_chance_level_warns(caplog):
+    # Issue 23.12: SGD at lr 0.1 left the solubility GIN at loss 10.9 (chance: log 3 = 1.10)
+    # and a majority-class model, with no warning.
+    import math
+
+    from mixupe.engine.trainer import warn_above_chance
+
+    cfg = TrainConfig(dataset="solubility", model="gin")
+    with caplog.at_level("WARNING", logger="mixupe.engine"):
+        assert warn_above_chance(10.9, 3, cfg)
+    assert "above chance level log(3) = 1.099" in caplog.text and "--optimizer adamw" in caplog.text
+    assert not warn_above_chance(math.log(3) - 1e-3, 3, cfg)
+    assert warn_above_chance(math.log(10) + 1e-3, 10, cfg)
