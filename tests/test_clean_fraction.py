@@ -227,3 +227,34 @@ def test_train_mode_batchnorm_runs_on_the_subset_statistics():
     onehot = torch.eye(K, dtype=torch.float64)[Y[index]]
     expected = ((onehot - f.softmax(1)) * f).sum(1)
     torch.testing.assert_close(out.scores.detach(), expected.detach())
+
+
+def test_dict_batch_list_entries_are_subset_too():
+    # Issue 23.5: a list of B strings used to pass whole beside the subset's tensors.
+    from mixupe.objectives.base import select_samples
+
+    seen = []
+
+    class TaggedNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.head = mlp()[:2], mlp()[2:]
+
+        def forward(self, batch):
+            assert len(batch["tag"]) == batch["x"].shape[0]
+            seen.append(list(batch["tag"]))
+            return self.head(self.body(batch["x"]))
+
+    tags = [f"s{i}" for i in range(B)]
+    x = {"x": X, "tag": tags, "note": "not per sample"}
+    index = torch.tensor([5, 0])
+    obj = mixupe.MixupE(mixing=mixupe.ManifoldMixup(alpha=ALPHA, layers=["body"], num_classes=K),
+                        version=1, eta=0.5, clean_fraction=0.3)
+    obj(TaggedNet(), x, Y, lam=LAM, perm=PERM, clean_subset=index)
+    assert ["s5", "s0"] in seen and tags in seen  # the clean pass saw the subset's tags
+    sub = select_samples(x, index, batch_size=B)
+    assert sub["tag"] == ["s5", "s0"] and sub["note"] == "not per sample"
+    assert torch.equal(sub["x"], X[[5, 0]])
+    with pytest.raises(mixupe.errors.InputError, match=r"entry 'tag' of the batch has 3 items.*"
+                       r"one item per sample"):
+        select_samples({"x": X, "tag": ["a", "b", "c"]}, index, batch_size=B)

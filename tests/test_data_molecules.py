@@ -247,3 +247,35 @@ def test_molecule_file_errors(tmp_path):
     truncated.write_text(PYRROLE_SDF[:-6])
     with pytest.raises(CorruptDataError, match=r"truncated, replace it"):
         D.load("molecule-file", root=truncated, label="activity")
+
+
+def test_molecule_csv_missing_labels_are_refused_not_a_class(tmp_path):
+    # Issue 23.2: a 'nan' cell used to become a class, shifting label "0" to index 2.
+    rows = [("CCO", "1"), ("CCN", "nan"), ("OCCO", "0")] * 4
+    path = write_csv(tmp_path / "nan.csv", rows)
+    with pytest.raises(CorruptDataError, match=r"4 missing label.*'nan' at line 3.*fill those"):
+        D.load("molecule-file", root=path)
+    empty = write_csv(tmp_path / "empty.csv", [("CCO", "1"), ("CCN", ""), ("OCCO", "0")] * 4)
+    with pytest.raises(CorruptDataError, match=r"missing label.*line 3"):
+        D.load("molecule-file", root=empty)
+
+
+def test_molecule_csv_numeric_labels_compare_as_numbers(tmp_path):
+    # Issue 23.2: "0" and "0.0" used to be two classes; "10" must sort after "9".
+    labels = ["0", "0.0", "10", "9", "1e1", "9.0"] * 2
+    rows = list(zip(["CCO", "CCN", "OCCO", "CCCO", "CC(=O)O", "c1ccccc1"] * 2, labels,
+                    strict=True))
+    ds = D.load("molecule-file", root=write_csv(tmp_path / "num.csv", rows),
+                val_fraction=0.17, test_fraction=0.17)
+    assert ds.info["classes"] == ["0", "9", "10"]
+    expected = {0.0: 0, 9.0: 1, 10.0: 2}  # by hand, from the numeric values
+    for split in ("train", "val", "test"):
+        for graph, row in zip(getattr(ds, split).graphs, ds.info["indices"][split], strict=True):
+            assert int(graph.y) == expected[float(rows[row][1])]
+
+
+def test_molecule_csv_empty_smiles_cell_names_the_line(tmp_path):
+    # Issue 23.6: an empty SMILES cell used to fail with "cannot reshape tensor of 0 elements".
+    path = write_csv(tmp_path / "gap.csv", [*SMILES_ROWS[:4], ("", "safe"), *SMILES_ROWS[4:]])
+    with pytest.raises(CorruptDataError, match=r"line 6 has an empty 'smiles'.*fill it"):
+        D.load("molecule-file", root=path)

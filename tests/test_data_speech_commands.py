@@ -134,3 +134,42 @@ def test_errors(tmp_path):
     (tmp_path / "testing_list.txt").unlink()
     with pytest.raises(DataUnavailableError, match=r"testing_list.txt' not found.*splits"):
         D.load("speech-commands-folder", root=tmp_path)
+
+
+def test_duplicate_words_are_refused(tmp_path):
+    # Issue 23.3: words=["yes", "yes"] used to give two classes of identical clips.
+    write_folder(tmp_path)
+    with pytest.raises(ConfigError, match=r"names \['yes'\] more than once.*list every word once"):
+        D.load("speech-commands-folder", root=tmp_path, words=["yes", "yes", "no"])
+
+
+def test_upper_case_wav_clips_are_read(tmp_path):
+    # Issue 23.3: clips named .WAV used to be skipped silently.
+    write_folder(tmp_path)
+    (tmp_path / "no" / "s0_nohash_0.wav").rename(tmp_path / "no" / "s0_nohash_0.WAV")
+    ds = D.load("speech-commands-folder", root=tmp_path)
+    assert "no/s0_nohash_0.WAV" in ds.info["files"]["train"]
+    assert len(ds.info["files"]["train"]) == 12  # 3 words x 4 training clips, as written
+
+
+def test_words_from_the_command_line_are_split_on_commas(tmp_path, capsys):
+    # Issue 23.3: `--option words=yes,no` used to be split into characters.
+    from mixupe.cli import main
+
+    write_folder(tmp_path)
+    code = main(["data", "describe", "speech-commands-folder", "--root", str(tmp_path),
+                 "--option", "words=yes,no", "--load"])
+    out = capsys.readouterr().out
+    assert code == 0 and "classes:       2" in out
+    assert D.load("speech-commands-folder", root=tmp_path,
+                  words="yes,no").info["classes"] == ["yes", "no"]
+
+
+def test_non_finite_float_wav_names_the_file(tmp_path):
+    # Issue 23.6: a NaN sample used to give librosa's "Audio buffer is not finite", no file.
+    write_folder(tmp_path)
+    signal = tone(440.0, 1.0)
+    signal[100] = np.nan
+    sf.write(tmp_path / "yes" / "s1_nohash_0.wav", signal, RATE, subtype="FLOAT")
+    with pytest.raises(CorruptDataError, match=r"s1_nohash_0.wav' holds 1 non-finite.*replace"):
+        D.load("speech-commands-folder", root=tmp_path)

@@ -145,3 +145,53 @@ def test_tu_errors_name_the_expected_files(tmp_path):
         D.load("tu-folder", root=tmp_path / "two", tu_name="ONE")
     with pytest.raises(ConfigError, match=r"max_degree=0 must be a positive integer"):
         D.load("tu-folder", root=tmp_path / "two", tu_name="ONE", max_degree=0)
+
+
+def _drop_last_line(path):
+    lines = path.read_text().splitlines()
+    path.write_text("".join(f"{line}\n" for line in lines[:-1]))
+
+
+def test_tu_node_labels_one_line_short_names_the_file(tmp_path, capsys):
+    # Issue 23.6: used to surface torch_geometric's "start + length exceeds dimension size".
+    from mixupe.cli import main
+
+    write_tu(tmp_path)
+    _drop_last_line(tmp_path / "TOY_node_labels.txt")
+    with pytest.raises(CorruptDataError, match=r"TOY_node_labels.txt' has 35 lines but "
+                       r"TOY_graph_indicator.txt names 36 nodes.*repair TOY_node_labels.txt"):
+        D.load("tu-folder", root=tmp_path)
+    assert main(["data", "describe", "tu-folder", "--root", str(tmp_path), "--load"]) == 1
+    assert "TOY_node_labels.txt" in capsys.readouterr().err
+    runs = tmp_path / "runs"
+    assert main(["train", "--dataset", "tu-folder", "--model", "gin", "--data-options",
+                 f"root={tmp_path}", "--epochs", "1", "--runs-root", str(runs),
+                 "--no-progress"]) == 1
+    assert "TOY_node_labels.txt' has 35 lines" in capsys.readouterr().err
+
+
+def test_tu_graphs_without_edges_load(tmp_path):
+    # Issue 23.7: an empty NAME_A.txt is valid TU format but used to be refused.
+    expected = write_tu(tmp_path)
+    (tmp_path / "TOY_A.txt").write_text("")
+    ds = D.load("tu-folder", root=tmp_path, val_fraction=0.25, test_fraction=0.25)
+    for split in ("train", "val", "test"):
+        for graph, index in zip(getattr(ds, split).graphs, ds.info["indices"][split], strict=True):
+            assert graph.edge_index.shape == (2, 0) and graph.num_nodes == 3
+            cls, _, node_label, _ = expected[index]
+            assert int(graph.y) == (1 if cls == "1" else 0)
+            assert graph.x.argmax(1).tolist() == [(v - 7) for v in node_label]
+
+
+def test_tu_trailing_graphs_without_edges_keep_their_nodes(tmp_path):
+    # PyG's edge slices end at the last graph with an edge; the graphs after it must remain.
+    write_tu(tmp_path, n=12)
+    edges = (tmp_path / "TOY_A.txt").read_text().splitlines()
+    keep = [e for e in edges if max(int(v) for v in e.split(",")) <= 30]  # graphs 1..10
+    (tmp_path / "TOY_A.txt").write_text("".join(f"{e}\n" for e in keep))
+    ds = D.load("tu-folder", root=tmp_path, val_fraction=0.25, test_fraction=0.25)
+    graphs = {int(i): g for split in ("train", "val", "test")
+              for g, i in zip(getattr(ds, split).graphs, ds.info["indices"][split], strict=True)}
+    assert len(graphs) == 12
+    assert [graphs[i].edge_index.shape[1] for i in (10, 11)] == [0, 0]
+    assert graphs[0].edge_index.shape[1] == 6 and graphs[1].edge_index.shape[1] == 4

@@ -57,7 +57,7 @@ FIELD_HELP: dict[str, str] = {
                   "own mix_layers)",
     "label_smoothing": "label smoothing of the targets, in [0, 1)",
     "eta": "MixupE: weight of the directional-derivative term; RegMixup: weight of the "
-           "mixing loss",
+           "mixing loss (regmixup's default: 1.0, and alpha 10.0)",
     "version": "MixupE version 1-4 (3 is the authors' published configuration)",
     "threshold": "MixupE versions 1 and 3: select samples whose score is below this "
                  "('none' = select all)",
@@ -409,8 +409,70 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return dict(data)
 
 
+# A method's own defaults where they differ from TrainConfig's (which are MixupE's): those
+# of the library's class for that method (RegMixup: eta 1 and Mixup(alpha=10), as the paper).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {"regmixup": {"eta": 1.0, "alpha": 10.0}}
+# Options that apply by another option than the method: the option that makes them apply.
+_APPLIES_WITH = {"momentum": "--optimizer sgd", "milestones": "--schedule step",
+                 "gamma": "--schedule step", "threshold": "--method mixupe --version 1 or 3",
+                 "fast_sign": "--method mixupe --version 3 or 4"}
+
+
+def _applies(cfg: Any, name: str) -> bool:
+    """Whether field ``name`` can affect ``cfg``'s run (normalisation keeps its value)."""
+    return getattr(cfg.normalized(), name) == getattr(cfg, name)
+
+
+def _refuse_inapplicable(cfg: Any, given: set[str]) -> None:
+    """CliError for an option given on the command line that cannot affect this run (it
+    would be dropped silently and the run named as without it), naming where it applies."""
+    from mixupe.engine.config import METHODS
+    from mixupe.errors import ConfigError
+
+    for name in sorted(given):
+        if name in ("method", "optimizer", "schedule", "version") or _applies(cfg, name):
+            continue
+        methods = []
+        for method in METHODS:
+            try:
+                other = dataclasses.replace(cfg, method=method)
+            except ConfigError:
+                continue
+            if _applies(other, name):
+                methods.append(method)
+        flag = f"--{name.replace('_', '-')}"
+        raise CliError(
+            f"{flag} does not apply to this run ({_run_kind(cfg)}) and would be ignored; it "
+            f"applies with {_APPLIES_WITH.get(name) or _where(cfg, methods)}: drop {flag} or "
+            "change the run"
+        )
+
+
+def _run_kind(cfg: Any) -> str:
+    mixer = cfg.mixer_name()
+    return f"--method {cfg.method}" + ("" if mixer in (None, cfg.method) else f" --mixing {mixer}")
+
+
+def _where(cfg: Any, methods: list[str]) -> str:
+    """The methods (and, under a wrapping method, the --mixing values) an option applies to."""
+    from mixupe.engine.config import METHODS, MIXERS
+
+    if not methods:
+        return "other settings of the mixer"
+    if len(methods) == len(METHODS) - 1:
+        return f"every method but {cfg.method}"
+    text = f"--method {' / '.join(methods)}"
+    mixers = [m for m in methods if m in MIXERS]
+    if cfg.method in ("mixupe", "regmixup", "mixup-ce") and mixers:
+        text += f", or --method {cfg.method} with --mixing {' / '.join(mixers)}"
+    return text
+
+
 def _progress_wanted(no_progress: bool) -> bool:
     return not no_progress and sys.stderr.isatty()
+
+
+_SUMMARY_METRICS = (("acc", "acc"), ("nll", "nll"), ("ece", "ece"), ("fgsm_acc", "fgsm acc"))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -424,7 +486,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if name in OPTION_FIELDS:
                 value = {**dict(values.get(name) or {}), **dict(value)}
             values[name] = value
+    given = {name for name in fields if name in vars(args)}  # set by a flag, not by --config
+    for name, value in METHOD_DEFAULTS.get(values.get("method", "erm"), {}).items():
+        values.setdefault(name, value)
     cfg = TrainConfig.from_dict(values)
+    _refuse_inapplicable(cfg, given)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     main_rank = world <= 1 or rank == 0
@@ -440,11 +506,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         parts = []
         for split in ("val", "test"):
             m = final.get(split) or {}
-            if m:
-                parts.append(f"{split}: acc {m.get('acc', float('nan')):.4f} "
-                             f"nll {m.get('nll', float('nan')):.4f} "
-                             f"ece {m.get('ece', float('nan')):.4f} "
-                             f"fgsm acc {m.get('fgsm_acc', float('nan')):.4f}")
+            shown = [f"{label} {m[key]:.4f}" for key, label in _SUMMARY_METRICS
+                     if isinstance(m.get(key), (int, float))]  # validation has no FGSM
+            if shown:
+                parts.append(f"{split}: " + " ".join(shown))
         _out(f"run: {result.run_dir}")
         _out("; ".join(parts) if parts else "no metrics")
     return EXIT_OK

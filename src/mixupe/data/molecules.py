@@ -120,8 +120,12 @@ def mol_from_smiles(smiles: str, *, where: str = "SMILES") -> Any:
     chem = _chem("reading SMILES")
     from rdkit import rdBase
 
+    if not smiles.strip():
+        raise CorruptDataError(f"{where} is empty; give each molecule a SMILES string")
     with rdBase.BlockLogs():
         mol = chem.MolFromSmiles(smiles, sanitize=False)
+    if mol is not None and mol.GetNumAtoms() == 0:
+        raise CorruptDataError(f"{where} {smiles!r} has no atoms; fix or remove it")
     return _sanitised(chem, mol, f"{where} {smiles!r}")
 
 
@@ -270,9 +274,10 @@ def _csv_molecules(path: Path, smiles: str, label: str) -> tuple[list[Any], list
     mols, labels = [], []
     for number, row in enumerate(rows, start=2):
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-        if not row[label]:
+        if not row[smiles]:
             raise CorruptDataError(
-                f"{str(path)!r} line {number} has an empty {label!r} cell; fill or remove it"
+                f"{str(path)!r} line {number} has an empty {smiles!r} (SMILES) cell; fill it "
+                "or remove the line"
             )
         mols.append(mol_from_smiles(row[smiles], where=f"{str(path)!r} line {number}: SMILES"))
         labels.append(row[label])
@@ -322,7 +327,10 @@ def load_molecule_file(
         items, raw_labels = _csv_molecules(path, smiles, label)
     if not items:
         raise CorruptDataError(f"{str(path)!r} holds no molecules; it needs at least one per class")
-    y, classes = encode_labels(raw_labels)
+    csv_file = path.suffix.lower() not in _SDF_SUFFIXES
+    y, classes = encode_labels(
+        raw_labels, where=f"{'column' if csv_file else 'property'} {label!r} of {str(path)!r}",
+        first_line=2 if csv_file else None)
     if len(classes) < 2:
         raise ConfigError(
             f"label {label!r} of {str(path)!r} has a single class {classes}; a classifier needs "

@@ -4,7 +4,9 @@ Layout (that of the unpacked ``speech_commands_v0.0x.tar.gz``): ``root/<word>/<c
 plus ``root/validation_list.txt`` and ``root/testing_list.txt``, which name the clips
 (``word/clip.wav``, one per line) of the official validation and test splits; every other clip
 is training data. ``_background_noise_`` (long noise recordings) is not a class and is skipped.
-Each word folder is a class (``words=`` keeps some of them, in the order given).
+Each word folder is a class (``words=`` keeps some of them, in the order given: a list, or
+one comma-separated string such as ``words=yes,no`` on the command line). Clips end in
+``.wav`` in any letter case.
 
 Each clip is read with ``soundfile``, averaged to mono, resampled to ``sample_rate`` when it
 differs (``librosa``/soxr), and padded with zeros at the end or cut to exactly 1 s. Features
@@ -114,17 +116,66 @@ def _read_clip(soundfile: Any, librosa: Any, path: Path, sample_rate: int) -> np
         raise CorruptDataError(
             f"cannot decode {str(path)!r} ({exc}); delete or replace the file"
         ) from exc
+    if not np.isfinite(signal).all():
+        bad = int((~np.isfinite(signal)).sum())
+        raise CorruptDataError(
+            f"{str(path)!r} holds {bad} non-finite samples (NaN or inf; a float WAV can); "
+            "delete or replace the file, or re-export it with finite samples"
+        )
     mono = signal.mean(axis=1)
     if rate != sample_rate:
         mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
     return fix_length(mono, sample_rate)
 
 
+def _classes(folder: Path, words: Any) -> list[str]:
+    """The class words: ``words`` (a sequence, or one comma-separated string as the command
+    line passes it) in the order given, or every word folder of ``folder`` sorted."""
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != BACKGROUND)
+    if isinstance(words, str):
+        words = [w.strip() for w in words.split(",") if w.strip()]
+    classes = [str(w) for w in words] if words is not None else found
+    repeated = sorted({w for w in classes if classes.count(w) > 1})
+    if repeated:
+        raise ConfigError(
+            f"words={classes} names {repeated} more than once; each word is one class, so "
+            "list every word once"
+        )
+    missing = sorted(set(classes) - set(found))
+    if missing:
+        raise ConfigError(f"words {missing} have no folder in {str(folder)!r}; it has {found}")
+    if len(classes) < 2:
+        raise ConfigError(
+            f"Speech Commands in {str(folder)!r} gives classes {classes}; a classifier needs two "
+            "word folders or more"
+        )
+    return classes
+
+
+def _split_files(folder: Path, classes: list[str], validation: set[str],
+                 testing: set[str]) -> dict[str, list[tuple[str, int]]]:
+    """(``word/clip``, label) of every clip (``.wav`` in any case), by official split."""
+    files: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
+    for label, word in enumerate(classes):
+        clips = (p for p in (folder / word).iterdir() if p.is_file() and p.suffix.lower() == ".wav")
+        for path in sorted(clips):
+            key = f"{word}/{path.name}"
+            split = "test" if key in testing else "val" if key in validation else "train"
+            files[split].append((key, label))
+    for split, items in files.items():
+        if not items:
+            raise DataUnavailableError(
+                f"the {split} split of {str(folder)!r} is empty: check validation_list.txt and "
+                "testing_list.txt against the .wav files"
+            )
+    return files
+
+
 def load_speech_commands_folder(
     *,
     root: str | os.PathLike[str] | None = None,
     seed: int = 0,
-    words: tuple[str, ...] | list[str] | None = None,
+    words: tuple[str, ...] | list[str] | str | None = None,
     features: str = "logmel",
     n_mels: int = 40,
     n_mfcc: int = 40,
@@ -155,28 +206,8 @@ def load_speech_commands_folder(
         )
     soundfile, librosa = _audio_modules()
     validation, testing = (_read_list(folder, name) for name in LISTS)
-    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != BACKGROUND)
-    classes = list(words) if words is not None else found
-    missing = sorted(set(classes) - set(found))
-    if missing:
-        raise ConfigError(f"words {missing} have no folder in {str(folder)!r}; it has {found}")
-    if len(classes) < 2:
-        raise ConfigError(
-            f"Speech Commands in {str(folder)!r} gives classes {classes}; a classifier needs two "
-            "word folders or more"
-        )
-    files: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
-    for label, word in enumerate(classes):
-        for path in sorted((folder / word).glob("*.wav")):
-            key = f"{word}/{path.name}"
-            split = "test" if key in testing else "val" if key in validation else "train"
-            files[split].append((key, label))
-    for split, items in files.items():
-        if not items:
-            raise DataUnavailableError(
-                f"the {split} split of {str(folder)!r} is empty: check validation_list.txt and "
-                "testing_list.txt against the .wav files"
-            )
+    classes = _classes(folder, words)
+    files = _split_files(folder, classes, validation, testing)
     train_labels = np.array([label for _, label in files["train"]], dtype=np.int64)
     if subset is not None:
         keep = stratified_subset(train_labels, subset, seed=seed)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mixupe.errors import ConfigError, InputError
+from mixupe.errors import ConfigError, CorruptDataError, InputError
 
 __all__ = [
     "Dataset",
@@ -296,21 +296,45 @@ def make_tensor_dataset(
     )
 
 
-def encode_labels(raw: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "null", "none", "?"})
+
+
+def encode_labels(
+    raw: Sequence[str], *, where: str = "the label column", first_line: int | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Map label strings to 0..K-1; numeric labels sort numerically, others alphabetically.
 
+    Numeric labels are compared as numbers, so ``"0"`` and ``"0.0"`` are one class (named by
+    its first spelling). A missing label (empty, ``nan``, ``NA``, ``null``, ``None``, ``?``)
+    raises :class:`CorruptDataError` naming ``where`` and the first such entry: its file line
+    when ``first_line`` (the line of entry 0) is given, else its index from 0.
+
     Example:
-        >>> y, classes = encode_labels(["10", "9", "10"])
+        >>> y, classes = encode_labels(["10", "9", "10.0"])
         >>> y.tolist(), classes
         ([1, 0, 1], ['9', '10'])
     """
-    unique = set(raw)
+    texts = [str(v).strip() for v in raw]
+    bad = [i for i, v in enumerate(texts) if v.lower() in MISSING_LABELS]
+    if bad:
+        at = f"line {first_line + bad[0]}" if first_line is not None else f"entry {bad[0]}"
+        raise CorruptDataError(
+            f"{where} has {len(bad)} missing label(s), the first {texts[bad[0]]!r} at {at}; a "
+            "missing label is not a class: fill those labels or remove their rows"
+        )
     try:
-        classes = sorted(unique, key=float)
+        values = [float(v) for v in texts]
     except ValueError:
-        classes = sorted(unique)
-    index = {c: i for i, c in enumerate(classes)}
-    return np.fromiter((index[v] for v in raw), dtype=np.int64, count=len(raw)), classes
+        classes = sorted(set(texts))
+        index = {c: i for i, c in enumerate(classes)}
+        return np.fromiter((index[v] for v in texts), np.int64, count=len(texts)), classes
+    spelling: dict[float, str] = {}
+    for value, text in zip(values, texts, strict=True):
+        spelling.setdefault(value, text)
+    order = sorted(spelling)
+    rank = {v: i for i, v in enumerate(order)}
+    y = np.fromiter((rank[v] for v in values), np.int64, count=len(values))
+    return y, [spelling[v] for v in order]
 
 
 def make_graph_dataset(

@@ -62,7 +62,8 @@ def read_keel_table(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
         raise CorruptDataError(
             f"{str(path)!r} has a non-numeric feature value ({exc}); replace the file"
         ) from exc
-    y, classes = encode_labels([row[-1] for row in rows])
+    y, classes = encode_labels([row[-1] for row in rows], where=f"the last column of {str(path)!r}",
+                               first_line=None)
     return x, y, classes
 
 
@@ -179,7 +180,8 @@ def load_csv(
                     "values before loading"
                 ) from exc
         raw_labels.append(row[target].strip())
-    y, classes = encode_labels(raw_labels)
+    y, classes = encode_labels(raw_labels, where=f"column {label!r} of {str(path)!r}",
+                               first_line=2)
     if len(classes) < 2:
         raise ConfigError(
             f"label column {label!r} of {str(path)!r} has a single class {classes}; "

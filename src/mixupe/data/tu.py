@@ -25,6 +25,8 @@ are drawn stratified with ``seed``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,9 @@ def _read(folder: Path, name: str) -> tuple[Any, dict[str, torch.Tensor], dict[s
             f"TU dataset {name!r} has graph attributes (a regression target); mixupe trains "
             "classifiers: use a dataset with NAME_graph_labels.txt only"
         )
+    counts = _check_line_counts(folder, name)
+    if counts["A"] == 0:  # valid TU format (graphs without edges), which PyG cannot parse
+        return _read_without_edges(read_tu_data, folder, name)
     try:
         return read_tu_data(str(folder), name)
     except (ValueError, RuntimeError, IndexError) as exc:
@@ -106,6 +111,52 @@ def _read(folder: Path, name: str) -> tuple[Any, dict[str, torch.Tensor], dict[s
         ) from exc
 
 
+def _lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _check_line_counts(folder: Path, name: str) -> dict[str, int]:
+    """The non-empty line count of each file; CorruptDataError naming a file whose count
+    disagrees with the node count (graph indicator), the edge count (A) or the graph count."""
+    counts = {kind: _lines(folder / f"{name}_{kind}.txt") for kind in
+              ("A", "graph_indicator", "graph_labels", "node_labels", "node_attributes",
+               "edge_labels", "edge_attributes") if (folder / f"{name}_{kind}.txt").is_file()}
+    nodes, edges = counts["graph_indicator"], counts["A"]
+    if nodes == 0:
+        raise CorruptDataError(
+            f"{name}_graph_indicator.txt in {str(folder)!r} is empty; it needs one graph id per "
+            "node: replace the file"
+        )
+    for kind, want, unit in (("node_labels", nodes, "node"), ("node_attributes", nodes, "node"),
+                             ("edge_labels", edges, "edge"), ("edge_attributes", edges, "edge")):
+        if kind in counts and counts[kind] != want:
+            source = "graph_indicator" if unit == "node" else "A"
+            raise CorruptDataError(
+                f"{str(folder / f'{name}_{kind}.txt')!r} has {counts[kind]} lines but "
+                f"{name}_{source}.txt names {want} {unit}s; it needs one line per {unit}: "
+                f"replace or repair {name}_{kind}.txt"
+            )
+    return counts
+
+
+def _read_without_edges(read_tu_data: Any, folder: Path, name: str) -> Any:
+    """PyG's reader on a copy whose ``NAME_A.txt`` holds self-loops, which PyG drops."""
+    with tempfile.TemporaryDirectory(prefix="mixupe-tu-") as scratch:
+        for path in folder.glob(f"{name}_*.txt"):
+            if path.name not in (f"{name}_A.txt", f"{name}_edge_labels.txt",
+                                 f"{name}_edge_attributes.txt"):
+                shutil.copyfile(path, Path(scratch) / path.name)
+        (Path(scratch) / f"{name}_A.txt").write_text("1, 1\n1, 1\n")  # 2 lines: PyG squeezes 1
+        try:
+            return read_tu_data(scratch, name)
+        except (ValueError, RuntimeError, IndexError) as exc:
+            raise CorruptDataError(
+                f"cannot parse TU dataset {name!r} in {str(folder)!r} ({exc}); check that every "
+                "file holds comma-separated integers and replace the broken one"
+            ) from exc
+
+
 def _one_hot_degree(data: Any, max_degree: int | None) -> tuple[torch.Tensor, int]:
     """Node degree one-hot over 0..cap, cap = ``max_degree`` or the largest degree."""
     from torch_geometric.utils import degree
@@ -113,6 +164,18 @@ def _one_hot_degree(data: Any, max_degree: int | None) -> tuple[torch.Tensor, in
     deg = degree(data.edge_index[0], num_nodes=data.num_nodes, dtype=torch.int64)
     cap = int(deg.max()) if max_degree is None and deg.numel() else int(max_degree or 0)
     return torch.nn.functional.one_hot(deg.clamp(max=cap), cap + 1).float(), cap
+
+
+def _pad_edge_slices(data: Any, slices: dict[str, torch.Tensor]) -> int:
+    """The number of graphs; PyG's edge slices end at the last graph with an edge, so graphs
+    without edges at the end (or everywhere) get empty edge slices here."""
+    num_graphs = int(slices["x"].numel()) - 1 if "x" in slices else len(data._num_nodes)
+    for key in ("edge_index", "edge_attr"):
+        if key in slices and slices[key].numel() < num_graphs + 1:
+            short = slices[key]
+            last = short[-1:] if short.numel() else torch.zeros(1, dtype=torch.long)
+            slices[key] = torch.cat([short, last.repeat(num_graphs + 1 - short.numel())])
+    return num_graphs
 
 
 def load_tu_folder(
@@ -143,7 +206,7 @@ def load_tu_folder(
     data, slices, sizes = _read(folder, name)
     if data.y is None:
         raise CorruptDataError(f"TU dataset {name!r} in {str(folder)!r} has no graph labels")
-    num_graphs = int(slices["edge_index"].numel()) - 1
+    num_graphs = _pad_edge_slices(data, slices)
     if data.y.numel() != num_graphs:
         raise CorruptDataError(
             f"{name}_graph_labels.txt has {data.y.numel()} labels but "

@@ -20,11 +20,14 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mixupe.errors import ConfigError
@@ -164,6 +167,48 @@ def _freeze(value: Any) -> Any:
     if isinstance(value, dict):
         return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
     return value
+
+
+# Data options that say where files are, not what they hold: a run is named and hashed by
+# what ``root`` holds (data_identity), and ``cache_dir`` is left out; config.json keeps both.
+_DATA_PATH_OPTIONS = ("root",)
+_DATA_PLACEMENT_OPTIONS = ("cache_dir",)
+_WHOLE_FILE_BYTES = 64 << 20
+
+
+@functools.lru_cache(maxsize=64)
+def data_identity(path: str) -> str:
+    """A run-name label of a data path that does not depend on where it is mounted: the file
+    or folder name and six hex digits of its content (a file's bytes up to 64 MiB, else its
+    size; a folder's file names and sizes, hidden files left out). A path that does not
+    exist (yet) is labelled by its name alone. Cached per path for the process.
+
+    >>> data_identity("/nowhere/TOY")
+    'TOY'
+    """
+    where = Path(path).expanduser()
+    name = where.resolve().name or "root"
+    digest = hashlib.sha256()
+    if where.is_file():
+        size = where.stat().st_size
+        digest.update(where.read_bytes() if size <= _WHOLE_FILE_BYTES else str(size).encode())
+    elif where.is_dir():
+        for folder, dirs, files in os.walk(where):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for file in sorted(f for f in files if not f.startswith(".")):
+                full = Path(folder) / file
+                rel = full.relative_to(where).as_posix()
+                digest.update(f"{rel}\0{full.stat().st_size}\n".encode())
+    else:
+        return name
+    return f"{name}-{digest.hexdigest()[:6]}"
+
+
+def _named_data_options(options: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
+    """``data_options`` as a run is named and hashed by: paths by their content's identity."""
+    return tuple((key, data_identity(str(value)) if key in _DATA_PATH_OPTIONS
+                  and isinstance(value, str) else value)
+                 for key, value in options if key not in _DATA_PLACEMENT_OPTIONS)
 
 
 def _thaw(value: Any) -> Any:
@@ -540,6 +585,7 @@ class TrainConfig:
         hash.
         """
         norm = self.normalized()
+        norm = dataclasses.replace(norm, data_options=_named_data_options(norm.data_options))
         cfg = norm.to_dict()
         d = {k: cfg[k] for k in _NAMING_V1 if k not in _PLACEMENT_FIELDS}
         d |= {k: cfg[k] for k, legacy in _NAMING_ADDED.items() if getattr(norm, k) != legacy}
@@ -551,7 +597,9 @@ class TrainConfig:
 
         Every option that differs from its naming value (:data:`NAMING_DEFAULTS`) appears; the
         hash covers all options (except ``device``, which says where a run executes, not what
-        it computes).
+        it computes). A data path (``data_options`` ``root``) enters both as its content's
+        identity (:func:`data_identity`), so moving or remounting the data keeps the name;
+        ``cache_dir`` enters neither. ``config.json`` keeps the paths as given.
 
         >>> TrainConfig(method="mixup", alpha=0.2, epochs=3).run_name()[:-6]
         'digits/mlp/mixup-a0.2/e3-splitrun-fevalend-lamtransform-seed0-'
@@ -562,10 +610,15 @@ class TrainConfig:
         cfg = self.normalized()
 
         def differs(name: str) -> bool:
-            return getattr(cfg, name) != NAMING_DEFAULTS[name]
+            value = getattr(cfg, name)
+            if name == "data_options":
+                value = _named_data_options(value)
+            return value != NAMING_DEFAULTS[name]
 
         def token(name: str) -> str:
             value = getattr(cfg, name)
+            if name == "data_options":
+                value = _named_data_options(value)
             if name == "data_seed" and value is None:
                 return f"{_SHORT[name]}run"  # the split drawn from the run seed
             return f"{_SHORT[name]}{_fmt(value)}"

@@ -111,6 +111,21 @@ class RunDir:
         if status == "fresh":
             self.metrics_path.unlink(missing_ok=True)
 
+    def abandon(self, runs_root: str | os.PathLike[str]) -> None:
+        """Remove a run that failed before finishing an epoch, so the real error shows again
+        when the command is rerun: the directory and its parents left empty, up to
+        ``runs_root``. A directory with metrics or a checkpoint is kept."""
+        if self.metrics_path.exists() or self.checkpoint_path.exists():
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        root, parent = Path(runs_root).resolve(), self.path.parent.resolve()
+        while parent != root and root in parent.parents:
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
+            parent = parent.parent
+
     def _check_same_config(self) -> None:
         if not self.config_path.exists():
             return

@@ -535,6 +535,21 @@ def _check_finite(total: torch.Tensor, ctx: D.DistContext, *, epoch: int, step: 
         )
 
 
+def warn_above_chance(loss: float, num_classes: int, cfg: TrainConfig) -> bool:
+    """Log a warning, and return True, when the first epoch's mean training loss is above
+    chance level ``log(num_classes)`` (the cross-entropy of uniform predictions, for hard and
+    mixed targets alike): the model learnt nothing, usually a learning rate or optimiser
+    that does not suit the model."""
+    chance = math.log(num_classes)
+    if not loss > chance:
+        return False
+    log.warning("the mean training loss of epoch 1 is %.3f, above chance level log(%d) = %.3f: "
+                "the model is not learning; try another optimizer or lr (e.g. --optimizer "
+                "adamw --lr 2e-3; now %s at lr %g)", loss, num_classes, chance, cfg.optimizer,
+                cfg.lr)
+    return True
+
+
 def train(cfg: TrainConfig, *, runs_root: str | Path = "runs", resume: bool = False,
           overwrite: bool = False, progress: bool = True,
           max_epochs: int | None = None) -> RunResult:
@@ -662,6 +677,8 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
                 _on_main(ctx, lambda info=info: run.write_failed(info))
                 raise
             _sync_buffers(parts.model, ctx)
+            if epoch == 1 and ctx.is_main:
+                warn_above_chance(train_stats["loss"], parts.ds.num_classes, cfg)
             t_eval = time.perf_counter()
             # Validation every val_every epochs and at the last (curves, best epoch); test and
             # FGSM only if asked to.
@@ -683,6 +700,10 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, *, runs_root: Path, resume: boo
                          train_stats["loss"], val_acc)
             if bar is not None:
                 bar.set_postfix(loss=f"{train_stats['loss']:.3f}", val_acc=f"{val_acc:.3f}")
+    except (ConfigError, InputError):  # a failed start (e.g. a mixer refusing the inputs)
+        if status != "resume":
+            _on_main(ctx, lambda: run.abandon(runs_root))
+        raise
     finally:
         if bar is not None:
             bar.close()

@@ -178,14 +178,33 @@ def map_entries(x: Any, keys: Sequence[Any], fn: Callable[[Tensor], Tensor]) -> 
     return type(x)(items) if isinstance(x, list) else tuple(items)
 
 
-def select_samples(x: Any, index: Tensor) -> Any:
-    """The samples ``index`` of a batch: ``x[index]`` for a tensor, every tensor entry of a
-    dict / tuple indexed alike, or a new graph batch of the chosen graphs (PyG)."""
+def select_samples(x: Any, index: Tensor, *, batch_size: int | None = None) -> Any:
+    """The samples ``index`` of a batch: ``x[index]`` for a tensor, or a new graph batch of
+    the chosen graphs (PyG). A dict / tuple gets every tensor entry indexed alike and, with
+    ``batch_size``, every list or tuple entry of ``batch_size`` items (per-sample values
+    such as strings) too; an entry that looks per-sample but is not (a sequence of another
+    length, a tensor of another first size) raises InputError, as it cannot be subset."""
     if isinstance(x, Tensor):
         return x[index]
     if is_structured(x):
-        keys = [k for k, v in _entries(x) if isinstance(v, Tensor)]
-        return map_entries(x, keys, lambda t: t[index])
+        rows = index.tolist()
+
+        def per_sample(v: Any) -> bool:
+            return (isinstance(v, Tensor) and v.dim() > 0) or (
+                batch_size is not None and isinstance(v, (list, tuple)) and len(v) == batch_size)
+
+        for k, v in _entries(x):
+            size = v.shape[0] if isinstance(v, Tensor) and v.dim() else len(v) if isinstance(
+                v, (list, tuple)) else None
+            if batch_size is not None and size is not None and size != batch_size:
+                raise InputError(
+                    f"entry {k!r} of the batch has {size} items but the batch has {batch_size} "
+                    "samples, so a clean subset cannot be taken of it: give every per-sample "
+                    "entry one item per sample, or use clean_fraction=1."
+                )
+        keys = [k for k, v in _entries(x) if per_sample(v)]
+        return map_entries(x, keys, lambda t: t[index] if isinstance(t, Tensor)
+                           else type(t)(t[i] for i in rows))
     if hasattr(x, "index_select") and hasattr(type(x), "from_data_list"):
         return type(x).from_data_list(x.index_select(index.cpu()))
     raise InputError(

@@ -255,6 +255,12 @@ class CutMix(Mixer):
         self.correct_lambda = bool(correct_lambda)
         self.spatial_dims = spatial_dims
         self.axes: tuple[int, ...] | None = axes
+        if minmax is not None and (isinstance(minmax, (str, bytes)) or not hasattr(
+                minmax, "__len__") or len(minmax) != 2):
+            raise ConfigError(
+                f"minmax={minmax!r} must be a pair (lo, hi) of fractions of the side length "
+                "with 0 < lo < hi <= 1, e.g. minmax=(0.2, 0.8); or None to draw boxes from lam"
+            )
         if minmax is not None:
             MM.minmax_box((10,), 1, tuple(minmax), generator=torch.Generator())  # validates it
             minmax = (float(minmax[0]), float(minmax[1]))

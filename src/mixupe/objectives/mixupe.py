@@ -483,7 +483,7 @@ class MixupE(Objective):
         batch_size, device, dtype = step.batch_size, step.device, step.dtype
         clean, plan, gen = step.clean, step.plan, step.generator
         subset = self._subset(clean_subset, batch_size, device, gen)
-        x_clean = x if subset is None else select_samples(x, subset)
+        x_clean = x if subset is None else select_samples(x, subset, batch_size=batch_size)
         clean_targets = clean if subset is None else clean[subset]
         n_clean = batch_size if subset is None else int(subset.shape[0])
         needs_derivative = self.version in (1, 2)

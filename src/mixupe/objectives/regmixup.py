@@ -29,7 +29,8 @@ class RegMixup(Objective):
     """``L = CE(f(x), y) + eta * L_mix``, with ``L_mix`` the loss of any mixing objective.
 
     The clean and mixed batches run through the model in one forward of their concatenation
-    (as the paper does; BatchNorm then sees both). The default mixing is
+    (as the paper does; BatchNorm then sees both); graph and dict batches, which cannot be
+    concatenated, run as two forward passes, mixed then clean. The default mixing is
     ``Mixup(alpha=10)``, the paper's choice for CIFAR; ``eta = 1``.
 
     RegMixup is a loss, not a way of mixing, so it is not a ``mixing=`` of :class:`MixupE`;
@@ -92,15 +93,13 @@ class RegMixup(Objective):
         step = self._plan_mixing(self.mixing, model, x, y, lam=lam, perm=perm,
                                  generator=generator, options=options)
         batch_size, plan, clean, dtype = step.batch_size, step.plan, step.clean, step.dtype
-        if plan.layer == INPUT_LAYER and isinstance(x, Tensor):
+        if not isinstance(x, Tensor):
+            # A graph or dict batch cannot be concatenated with itself: two forward passes.
+            logits_all = torch.cat([forward_with_transform(model, x, plan.layer, plan.mix),
+                                    model(x)])
+        elif plan.layer == INPUT_LAYER:
             logits_all = model(torch.cat([plan.mix(x), x]))
         else:
-            if not isinstance(x, Tensor):
-                raise ConfigError(
-                    "RegMixup runs the clean and mixed batches in one forward, which needs "
-                    f"tensor inputs, got {type(x).__name__}."
-                )
-
             def mixed_and_clean(t: Tensor) -> Tensor:
                 return torch.cat([plan.mix(t[:batch_size]), t[batch_size:]])
 
