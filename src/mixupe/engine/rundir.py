@@ -117,6 +117,13 @@ class RunDir:
         ``runs_root``. A directory with metrics or a checkpoint is kept."""
         if self.metrics_path.exists() or self.checkpoint_path.exists():
             return
+        if self.path.is_dir() and any(p.name in EXECUTOR_FILES for p in self.path.iterdir()):
+            # a suite executor's lock and log (with this very error) stay; they do not make
+            # the directory a started run
+            for p in self.path.iterdir():
+                if p.name not in EXECUTOR_FILES:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            return
         shutil.rmtree(self.path, ignore_errors=True)
         root, parent = Path(runs_root).resolve(), self.path.parent.resolve()
         while parent != root and root in parent.parents:
