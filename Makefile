@@ -11,7 +11,7 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(VENV)/bin/mixupe bench quick
+	$(VENV)/bin/mixupe bench quick --jobs 2 --threads-per-run 1
 
 lint: setup
 	$(VENV)/bin/ruff check .
