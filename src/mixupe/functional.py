@@ -39,6 +39,7 @@ __all__ = [
     "fast_score",
     "mix_inputs",
     "mix_targets",
+    "mixed_cross_entropy",
     "mixupe_constant",
     "one_hot",
     "sample_lambda",
@@ -260,7 +261,8 @@ def mix_targets(
 def soft_cross_entropy(logits: Tensor, targets: Tensor, *, reduction: str = "mean") -> Tensor:
     """Cross-entropy ``-sum_k T_k log softmax(f)_k`` against soft targets, per row.
 
-    Half-precision logits are promoted to float32 first. ``reduction`` is "mean" (over the
+    Half-precision logits are promoted to float32 first (and autocast is off inside, so the
+    log-probabilities stay float32). ``reduction`` is "mean" (over the
     batch), "sum" or "none" (a ``(B,)`` tensor).
 
     Example:
@@ -270,7 +272,8 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor, *, reduction: str = "mea
     """
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
-    per_row = -(targets.to(logits.dtype) * torch.log_softmax(logits, dim=-1)).sum(-1)
+    with torch.autocast(logits.device.type, enabled=False):  # float32 log-probabilities
+        per_row = -(targets.to(logits.dtype) * torch.log_softmax(logits, dim=-1)).sum(-1)
     if reduction == "mean":
         return per_row.mean()
     if reduction == "sum":
@@ -278,6 +281,61 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor, *, reduction: str = "mea
     if reduction == "none":
         return per_row
     raise ConfigError(f"reduction={reduction!r} is unknown: use 'mean', 'sum' or 'none'.")
+
+
+def mixed_cross_entropy(
+    logits: Tensor,
+    labels_a: Tensor,
+    labels_b: Tensor | None,
+    lam: Tensor | float,
+    *,
+    label_smoothing: float = 0.0,
+    ignore_index: int | None = None,
+) -> Tensor:
+    """``lam CE(f, y_a) + (1 - lam) CE(f, y_b)`` on class indices, no dense targets built.
+
+    Equals :func:`soft_cross_entropy` against the mixed (and smoothed) one-hot targets, since
+    cross-entropy is linear in the target, but gathers two log-probabilities per row instead
+    of a ``(B, K)`` product. ``logits`` are ``(B, K)`` or dense ``(B, K, *S)`` with labels
+    ``(B,)`` or ``(B, *S)``; ``lam`` is a float, 0-d or ``(B,)``. ``labels_b=None`` means no
+    partner (plain CE of ``labels_a``). Computed in float32 (float64 logits stay float64) with
+    autocast off. With ``ignore_index``, an ignored label contributes nothing and the mean
+    divides by the total weight of the labels kept, ``sum lam [y_a kept] + (1 - lam) [y_b
+    kept]`` (PyTorch's rule for ``cross_entropy(..., ignore_index=)`` when ``lam`` is 1). A
+    label outside ``[0, K)`` (and not ignored) makes the loss NaN; nothing is read back to the
+    host, so this never synchronises.
+
+    Example:
+        >>> f, ya, yb = torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), torch.tensor([1, 1, 0, 2])
+        >>> dense = 0.3 * torch.eye(3)[ya] + 0.7 * torch.eye(3)[yb]
+        >>> bool(torch.isclose(mixed_cross_entropy(f, ya, yb, 0.3), soft_cross_entropy(f, dense)))
+        True
+    """
+    with torch.autocast(logits.device.type, enabled=False):
+        work = logits if logits.dtype == torch.float64 else logits.float()
+        logp = torch.log_softmax(work, dim=1)
+        lam_t = _per_sample_view(_as_dtype(lam, work), labels_a.dim())
+        pairs = [(labels_a, lam_t)] if labels_b is None else [(labels_a, lam_t),
+                                                             (labels_b, 1 - lam_t)]
+        total = torch.zeros((), dtype=work.dtype, device=work.device)
+        weights = torch.zeros(labels_a.shape, dtype=work.dtype, device=work.device)
+        k = logp.shape[1]
+        for labels, share in pairs:
+            picked = logp.gather(1, labels.clamp(0, k - 1).unsqueeze(1)).squeeze(1)
+            # a label out of range gives NaN (as one_hot does), not a silent wrong class
+            picked = torch.where((labels >= 0) & (labels < k), picked, torch.nan)
+            if ignore_index is None:
+                w = share.expand(labels.shape)
+            else:
+                kept = labels != ignore_index
+                w, picked = share * kept.to(work.dtype), torch.where(kept, picked, 0.0)
+            total = total - (w * picked).sum()
+            weights = weights + w
+        if label_smoothing > 0:  # the eps / K share of each kept label: -eps mean_k log p_k
+            spread = (weights * logp.mean(1)).sum()
+            total = (1.0 - label_smoothing) * total - label_smoothing * spread
+        weight = weights.sum()
+        return total / weight
 
 
 def cutmix_mask(

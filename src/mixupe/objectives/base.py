@@ -25,7 +25,28 @@ from mixupe import functional as MF
 from mixupe.errors import ConfigError, InputError, NonFiniteLossError
 from mixupe.objectives.hooks import forward_with_transform
 
-__all__ = ["MixPlan", "Objective", "ObjectiveOutput", "plan_options", "plan_targets"]
+__all__ = ["Labels", "MixPlan", "Objective", "ObjectiveOutput", "plan_loss", "plan_options",
+           "plan_targets"]
+
+
+class _Deferred:
+    """A dataclass field that may hold a tensor or a zero-argument function computing it; the
+    function runs on first access (so hard-label losses build no dense targets unless asked)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}_value"
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return None  # the dataclass default
+        value = obj.__dict__.get(self.slot)
+        if callable(value) and not isinstance(value, Tensor):
+            value = value()
+            obj.__dict__[self.slot] = value
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = value
 
 
 @dataclass
@@ -40,7 +61,9 @@ class ObjectiveOutput:
         perm: the pairing permutation, ``(B,)`` int64.
         stat_tensors: detached 0-d tensors for logging, on the model's device (no sync).
         layer: the layer that was mixed (``"input"`` for input-space mixing).
-        targets: the soft targets of the mixed batch, ``(B, K)``.
+        targets: the soft targets of the mixed batch, ``(B, K)`` (``(B, K, *S)`` for dense
+            label maps); with class-index labels they are built only when first read (the loss
+            itself is computed on the indices).
         mask: CutMix's paste mask (True where the partner sample shows), else None.
         clean_logits: MixupE's outputs on the clean batch, else None.
         scores: MixupE's per-sample scores ``s_i`` (with their graph), else None.
@@ -62,7 +85,7 @@ class ObjectiveOutput:
     perm: Tensor
     stat_tensors: dict[str, Tensor]
     layer: str | None = None
-    targets: Tensor | None = None
+    targets: Tensor | None = _Deferred()  # type: ignore[assignment]
     mask: Tensor | None = None
     clean_logits: Tensor | None = None
     scores: Tensor | None = None
@@ -139,6 +162,124 @@ def plan_targets(
 
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A batch's labels as an objective reads them.
+
+    ``y`` holds class indices (``index=True``: ``(B,)``, or ``(B, *S)`` label maps) or float
+    probabilities (``(B, K)``, or ``(B, K, *S)`` per-pixel maps); ``dense`` says whether there
+    are spatial axes ``S``. ``ignore_index`` marks index labels that take no part in the loss.
+    """
+
+    y: Tensor
+    index: bool
+    num_classes: int
+    ignore_index: int | None = None
+
+    @property
+    def dense(self) -> bool:
+        """Whether the labels are per-position maps (segmentation) rather than per sample."""
+        return self.y.dim() > (1 if self.index else 2)
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """The spatial shape ``S`` of dense labels (``()`` for per-sample labels)."""
+        return tuple(self.y.shape[1:] if self.index else self.y.shape[2:])
+
+    def logits_shape(self) -> tuple[int, ...]:
+        """The shape the model's output must have: ``(B, K)`` or ``(B, K, *S)``."""
+        return (self.y.shape[0], self.num_classes, *self.spatial)
+
+    def soft(self, dtype: torch.dtype) -> Tensor:
+        """Float targets with the classes on axis 1; an ignored label gives an all-zero row."""
+        if not self.index:
+            return self.y.to(dtype)
+        if not self.dense and self.ignore_index is None:
+            return MF.one_hot(self.y, self.num_classes, dtype=dtype)
+        classes = torch.arange(self.num_classes, device=self.y.device)
+        encoded = (self.y.unsqueeze(-1) == classes).to(dtype)
+        return encoded.movedim(-1, 1)
+
+
+def _lam_view(lam: Tensor, ndim: int) -> Tensor:
+    return lam if lam.dim() == 0 else lam.reshape(lam.shape[0], *([1] * (ndim - 1)))
+
+
+def _smooth(targets: Tensor, eps: float) -> Tensor:
+    if eps <= 0:
+        return targets
+    return targets * (1.0 - eps) + eps / targets.shape[1]
+
+
+def _dense_mask(plan: MixPlan, labels: Labels) -> Tensor:
+    """The plan's paste mask as a bool map over the labels' spatial axes, ``(1 or B, *S)``."""
+    mask = plan.mask
+    if mask is None or mask.dtype != torch.bool or tuple(mask.shape[1:]) != labels.spatial:
+        shape = None if mask is None else (tuple(mask.shape), mask.dtype)
+        raise InputError(
+            f"dense labels of spatial shape {labels.spatial} need a binary paste mask of that "
+            f"shape, but this mixer's mask is {shape}: pass labels at the resolution of the "
+            "mixed axes, or use Mixup / CutMix for segmentation."
+        )
+    return mask
+
+
+def plan_loss(plan: MixPlan, logits: Tensor, labels: Labels, *, label_smoothing: float,
+              dtype: torch.dtype) -> tuple[Tensor, Any]:
+    """The mixed cross-entropy of a plan and its targets (a tensor, or a function building
+    them on demand).
+
+    Class indices take the index form ``lam CE(y) + (1 - lam) CE(y[perm])``
+    (:func:`mixupe.functional.mixed_cross_entropy`; no one-hot is built). Dense label maps
+    with a binary paste mask (CutMix, FMix, SaliencyMix) take the partner's label where its
+    pixels show, a hard per-pixel label; without a mask (Mixup) they are mixed with lambda.
+    Probabilities are mixed as soft targets. Label smoothing applies after mixing.
+    """
+    eps, ignore = label_smoothing, labels.ignore_index
+    perm = plan.perm
+    if plan.weights is not None:  # Co-Mixup: several inputs per sample
+        if labels.dense:
+            raise InputError("dense label maps cannot follow a multi-input mix (Co-Mixup): use "
+                             "Mixup, CutMix, FMix or SaliencyMix for segmentation.")
+        targets = plan_targets(plan, labels.soft(dtype), label_smoothing=eps, dtype=dtype)
+        return MF.soft_cross_entropy(logits, targets), targets
+    if labels.dense and plan.mask is not None:
+        mask = _dense_mask(plan, labels)
+        if labels.index:
+            y_mix = torch.where(mask, labels.y[perm], labels.y)
+            loss = MF.mixed_cross_entropy(logits, y_mix, None, 1.0, label_smoothing=eps,
+                                          ignore_index=ignore)
+            pasted = Labels(y_mix, True, labels.num_classes, ignore)
+            return loss, lambda: _smooth(pasted.soft(dtype), eps)
+        soft = labels.soft(dtype)
+        targets = _smooth(torch.where(mask.unsqueeze(1), soft[perm], soft), eps)
+        return _dense_soft_ce(logits, targets), targets
+    if labels.index:
+        y = labels.y
+        loss = MF.mixed_cross_entropy(logits, y, y[perm], plan.lam, label_smoothing=eps,
+                                      ignore_index=ignore)
+
+        def build() -> Tensor:
+            soft = labels.soft(dtype)
+            lam = _lam_view(plan.lam.to(dtype), soft.dim())
+            return _smooth(soft * lam + soft[perm] * (1 - lam), eps)
+
+        return loss, build
+    soft = labels.soft(dtype)
+    lam = _lam_view(plan.lam.to(dtype), soft.dim())
+    targets = _smooth(soft * lam + soft[perm] * (1 - lam), eps)
+    return _dense_soft_ce(logits, targets), targets
+
+
+def _dense_soft_ce(logits: Tensor, targets: Tensor) -> Tensor:
+    """Soft cross-entropy with the classes on axis 1, averaged over samples and positions."""
+    if logits.dim() == 2:
+        return MF.soft_cross_entropy(logits, targets)
+    k = logits.shape[1]
+    return MF.soft_cross_entropy(logits.movedim(1, -1).reshape(-1, k),
+                                 targets.movedim(1, -1).reshape(-1, k))
 
 
 def is_structured(x: Any) -> bool:
@@ -268,7 +409,18 @@ class Objective:
             always run, they cost nothing.
         check_finite: raise :class:`NonFiniteLossError` when the loss is NaN/inf (also
             synchronises; a training engine may check at logging time instead).
+        ignore_index: a class-index label value that takes no part in the loss (e.g. 255 for
+            unlabelled pixels of segmentation maps); None (default): every label counts.
+
+    Labels are class indices ``(B,)`` or probabilities ``(B, K)`` (one-hot included): both
+    give the same loss for the same distribution. Objectives that set ``dense_labels = True``
+    (ERM, Mixup, CutMix) also take label maps: indices ``(B, *S)`` or probabilities
+    ``(B, K, *S)`` for a model returning ``(B, K, *S)`` (segmentation). Label smoothing maps
+    a target ``T`` to ``(1 - eps) T + eps / K`` whether it is one-hot or already soft, so
+    smoothed soft targets keep their shape and move ``eps`` of their mass to the uniform.
     """
+
+    dense_labels: bool = False
 
     def __init__(
         self,
@@ -279,7 +431,16 @@ class Objective:
         generator: torch.Generator | None = None,
         validate: bool = True,
         check_finite: bool = True,
+        ignore_index: int | None = None,
     ) -> None:
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+        ):
+            raise ConfigError(
+                f"ignore_index={ignore_index!r} is invalid: pass the integer label value to "
+                "ignore (e.g. 255 or -100), or None."
+            )
+        self.ignore_index = ignore_index
         if num_classes is not None and not (
             isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 2
         ):
@@ -389,22 +550,68 @@ class Objective:
             "soft targets (B, K)."
         )
 
+    def _labels(self, y: Tensor, dtype: torch.dtype) -> Labels:
+        """The batch's labels checked: class indices or probabilities, per sample or dense."""
+        ignore = getattr(self, "ignore_index", None)
+        index = y.dtype in _INT_DTYPES
+        dense = (index and y.dim() >= 2 and y.shape[1:] != (1,)) or (
+            y.is_floating_point() and y.dim() >= 3)
+        if not dense and not (index and y.dim() == 1):
+            soft = self._clean_targets(y, dtype)  # (B, K) probabilities, or the error
+            return Labels(soft, False, soft.shape[1])
+        if dense and not self.dense_labels:
+            raise InputError(
+                f"{type(self).__name__} takes labels (B,) or (B, K), got {tuple(y.shape)}: "
+                "dense label maps (segmentation) work with ERM, Mixup and CutMix."
+            )
+        if y.dtype in _INT_DTYPES:
+            if self.num_classes is None:
+                raise ConfigError(
+                    f"integer labels need num_classes: pass num_classes=K to "
+                    f"{type(self).__name__}(...) (no default is assumed)."
+                )
+            if self.validate:
+                kept = y if ignore is None else y[y != ignore]
+                MF.check_labels(kept, self.num_classes)
+            return Labels(y, True, self.num_classes, ignore)
+        k = y.shape[1]
+        if self.num_classes is not None and k != self.num_classes:
+            raise InputError(
+                f"dense soft targets have {k} classes on axis 1 but num_classes="
+                f"{self.num_classes}: pass (B, K, *S) probabilities with K = num_classes."
+            )
+        if self.validate:
+            MF.check_finite_tensor(y, "soft targets y")
+            MF.check_soft_targets(y.movedim(1, -1).reshape(-1, k))
+        return Labels(y.to(dtype), False, k)
+
     def _check_inputs(self, x: Any) -> None:
         if self.validate and (isinstance(x, Tensor) or is_structured(x)):
             for t in input_tensors(x):
                 MF.check_finite_tensor(t, "input batch x")
 
-    def _check_logits(self, logits: Any, targets: Tensor) -> None:
+    def _check_logits(self, logits: Any, targets: Tensor | tuple[int, ...]) -> None:
+        expected = tuple(targets.shape) if isinstance(targets, Tensor) else tuple(targets)
+        if len(expected) > 2:
+            if not isinstance(logits, Tensor) or tuple(logits.shape) != expected:
+                shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits)
+                raise InputError(
+                    f"the model returned {shape} but the dense labels need logits of shape "
+                    f"{expected} (B, K, *S): make the model return per-position class scores "
+                    "at the labels' resolution (for a classifier, integer labels must have "
+                    "shape (B,))."
+                )
+            return
         if not isinstance(logits, Tensor) or logits.dim() != 2:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise InputError(
                 f"the model returned {shape}; objectives need logits of shape (B, K): make the "
                 "model return a single (B, K) tensor."
             )
-        if logits.shape != targets.shape:
+        if tuple(logits.shape) != expected:
             raise InputError(
                 f"the model returned logits of shape {tuple(logits.shape)} but the targets have "
-                f"shape {tuple(targets.shape)}: check num_classes and the model's output size."
+                f"shape {expected}: check num_classes and the model's output size."
             )
 
     def _finite_loss(self, loss: Tensor) -> None:
@@ -521,8 +728,15 @@ class Objective:
         batch_size = self._batch_size(x, y)
         device = input_device(x, y)
         dtype = work_dtype(x)
-        clean = self._clean_targets(y, dtype)
+        labels = self._labels(y, dtype)
         self._check_inputs(x)
+        if labels.dense and getattr(self, "needs_targets", False):
+            raise InputError(
+                f"{type(self).__name__} computes saliency from per-sample labels and cannot "
+                "take dense label maps: use Mixup, CutMix, FMix or SaliencyMix."
+            )
+        if getattr(self, "needs_targets", False):
+            options = plan_options(self, options, labels.soft(dtype))
         plan = self.plan(
             model,
             x,
@@ -532,12 +746,12 @@ class Objective:
             lam=lam,
             perm=perm,
             generator=self._gen(generator),
-            **plan_options(self, options, clean),
+            **options,
         )
         logits = forward_with_transform(model, x, plan.layer, plan.mix)
-        self._check_logits(logits, clean)
-        targets = plan_targets(plan, clean, label_smoothing=self.label_smoothing, dtype=dtype)
-        loss = MF.soft_cross_entropy(logits, targets)
+        self._check_logits(logits, labels.logits_shape())
+        loss, targets = plan_loss(plan, logits, labels, label_smoothing=self.label_smoothing,
+                                  dtype=dtype)
         self._finite_loss(loss)
         stats = {"loss": loss.detach(), "lam": plan.lam.detach().mean()}
         return ObjectiveOutput(

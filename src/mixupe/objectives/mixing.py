@@ -33,6 +33,8 @@ class ERM(Objective):
         (torch.Size([]), torch.Size([5, 3]))
     """
 
+    dense_labels = True
+
     def __init__(
         self,
         *,
@@ -42,6 +44,7 @@ class ERM(Objective):
         generator: torch.Generator | None = None,
         validate: bool = True,
         check_finite: bool = True,
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__(
             num_classes=num_classes,
@@ -50,6 +53,7 @@ class ERM(Objective):
             generator=generator,
             validate=validate,
             check_finite=check_finite,
+            ignore_index=ignore_index,
         )
 
     def plan(
@@ -85,10 +89,11 @@ class Mixup(Mixer):
             their own ``lam_y ~ Beta(label_alpha, label_alpha)``, drawn independently of the
             inputs' lambda (``label_lam=`` on a call fixes it). None (default): one lambda.
         mix_keys: for dict / tuple batches, the entries to mix (keys or indices).
-        num_classes, label_smoothing, seed, generator, validate, check_finite: see
+        num_classes, label_smoothing, seed, generator, validate, check_finite, ignore_index: see
             :class:`mixupe.objectives.base.Objective`.
 
     Inputs must be floating point (integer inputs are refused: lambda would be rounded).
+    Label maps ``(B, *S)`` (segmentation) are mixed per position with the same lambda.
 
     Example:
         >>> import torch
@@ -99,6 +104,7 @@ class Mixup(Mixer):
     """
 
     model_free = True  # plan() ignores the model and mixes inputs: usable in MixCollate
+    dense_labels = True  # label maps (B, *S) mix with the same lambda / box as the inputs
 
     def __init__(
         self,
@@ -113,6 +119,7 @@ class Mixup(Mixer):
         generator: torch.Generator | None = None,
         validate: bool = True,
         check_finite: bool = True,
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__(
             alpha=alpha,
@@ -124,6 +131,7 @@ class Mixup(Mixer):
             generator=generator,
             validate=validate,
             check_finite=check_finite,
+            ignore_index=ignore_index,
         )
         if label_alpha is not None:
             MF.sample_lambda(label_alpha, generator=torch.Generator())  # validates it
@@ -182,7 +190,9 @@ class CutMix(Mixer):
     ``lo`` and ``hi`` times the side instead of from lambda; the label weight is then the
     exact kept area (``lam=`` on a call still fixes the box by lambda, as without
     ``minmax``). For dict or tuple batches every ``mix_keys`` entry gets the same box
-    (their box axes must agree).
+    (their box axes must agree). Label maps ``(B, H, W)`` (segmentation, with a model
+    returning ``(B, K, H, W)``) get the same box: each pixel keeps the label of the sample
+    that shows there.
 
     Example:
         >>> import torch
@@ -198,6 +208,7 @@ class CutMix(Mixer):
     """
 
     model_free = True  # plan() ignores the model and mixes inputs: usable in MixCollate
+    dense_labels = True  # label maps (B, *S) mix with the same lambda / box as the inputs
 
     def __init__(
         self,
@@ -215,6 +226,7 @@ class CutMix(Mixer):
         generator: torch.Generator | None = None,
         validate: bool = True,
         check_finite: bool = True,
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__(
             alpha=alpha,
@@ -226,6 +238,7 @@ class CutMix(Mixer):
             generator=generator,
             validate=validate,
             check_finite=check_finite,
+            ignore_index=ignore_index,
         )
         if spatial_dims not in (None, 1, 2) or isinstance(spatial_dims, bool):
             raise ConfigError(
