@@ -419,14 +419,25 @@ def _stat(out: Any, *names: str) -> torch.Tensor | None:
     return None
 
 
+def _draw_states(parts: _Parts, device: torch.device) -> tuple[Any, ...]:
+    """The states a SAM step's second evaluation restores: the mixing generator, the CPU RNG
+    and, on CUDA, the device's RNG (dropout draws from it there)."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return parts.mix_generator.get_state(), torch.get_rng_state(), cuda
+
+
 def _same_draws_closure(parts: _Parts, x: Any, y: torch.Tensor,
-                        draws: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], torch.Tensor]:
+                        draws: tuple[Any, ...], device: torch.device
+                        ) -> Callable[[], torch.Tensor]:
     """SAM's second evaluation, at the perturbed weights, with the step's own random draws
-    (mixing generator and global RNG restored, so lambda, pairing, masks and dropout repeat)."""
+    (mixing generator, CPU RNG and the device's RNG restored, so lambda, pairing, masks and
+    dropout repeat)."""
 
     def closure() -> torch.Tensor:
         parts.mix_generator.set_state(draws[0])
         torch.set_rng_state(draws[1])
+        if draws[2] is not None:
+            torch.cuda.set_rng_state(draws[2], device)
         parts.optimizer.zero_grad(set_to_none=True)
         loss = parts.step_module(x, y)
         loss.backward()
@@ -456,7 +467,7 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
                 f"{parts.steps_per_epoch} steps; the data shards are uneven, report this bug"
             ) from None
         parts.optimizer.zero_grad(set_to_none=True)
-        draws = (parts.mix_generator.get_state(), torch.get_rng_state())
+        draws = _draw_states(parts, dev)
         with (torch.autocast("cuda", dtype=parts.amp_dtype) if parts.amp_dtype
               else contextlib.nullcontext()):
             loss = parts.step_module(x, y)
@@ -468,7 +479,7 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
         else:
             loss.backward()
             if isinstance(parts.optimizer, SAM):
-                parts.optimizer.step(_same_draws_closure(parts, x, y, draws))
+                parts.optimizer.step(_same_draws_closure(parts, x, y, draws, dev))
             else:
                 parts.optimizer.step()
         parts.scheduler.step()
