@@ -222,3 +222,122 @@ def test_ddp_checkpoint_keeps_every_device_objective_state(ddp_run):
     assert len(saved) == WORLD
     assert torch.equal(saved[0]["data_mean"], saved[1]["data_mean"])
     assert not torch.equal(saved[0]["generator"], saved[1]["generator"])
+
+
+# ----------------------------------------------------------------- schedules, SAM, shuffling
+def recorded(objective: Any) -> Any:
+    """``objective`` itself, made to keep each call's batch, output and the global RNG state
+    before the call (its class swapped for a recording subclass)."""
+
+    class Recorded(type(objective)):
+        def __call__(self, model, x, y, **kw):
+            self.rng.append(torch.get_rng_state())
+            self.batches.append((x, y))
+            out = super().__call__(model, x, y, **kw)
+            self.outputs.append(out)
+            return out
+
+    objective.__class__ = Recorded
+    objective.outputs, objective.rng, objective.batches = [], [], []
+    return objective
+
+
+def test_set_epoch_reaches_a_schedule_inside_mixupe():
+    sched = mixupe.Scheduled(mixupe.Mixup(alpha=1.0, num_classes=K, seed=2), off_epoch=2)
+    rec = recorded(mixupe.MixupE(version=3, eta=0.1, mixing=sched))
+    trainer(max_epochs=3).fit(MixupModule(net(), rec, optimizer=sgd),
+                              DataLoader(data(), batch_size=4))
+    lams = [float(o.lam) for o in rec.outputs]
+    assert len(lams) == 12
+    assert all(lam < 1 for lam in lams[:4])  # epoch 1 mixes
+    assert all(lam == 1.0 for lam in lams[4:])  # from epoch 2 on, no mixing
+
+
+def dropout_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(D, 16), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                               torch.nn.Linear(16, K))
+
+
+def test_sam_under_lightning_equals_hand_sam_steps():
+    rec = recorded(mixupe.Mixup(alpha=1.0, num_classes=K, seed=4))
+    module = MixupModule(dropout_net(), rec, optimizer=lambda p: mixupe.SAM(
+        torch.optim.SGD(p, lr=0.1), rho=0.05))
+    fit = trainer(max_steps=3)
+    fit.fit(module, DataLoader(data(), batch_size=4))
+    assert len(rec.outputs) == 6  # two passes per step
+    model = dropout_net()
+    params_ = list(model.parameters())
+    mix = mixupe.Mixup(alpha=1.0, num_classes=K)
+    for step in range(3):
+        first, second = rec.outputs[2 * step], rec.outputs[2 * step + 1]
+        assert torch.equal(first.lam, second.lam) and torch.equal(first.perm, second.perm)
+        x, y = rec.batches[2 * step]
+
+        def grad(rng, x=x, y=y, first=first):
+            torch.set_rng_state(rng)
+            loss = mix(model, x, y, lam=first.lam, perm=first.perm).loss
+            return torch.autograd.grad(loss, params_)
+
+        g = grad(rec.rng[2 * step])
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in g]))
+        w0 = [p.detach().clone() for p in params_]
+        with torch.no_grad():
+            for p, t in zip(params_, g, strict=True):
+                p.add_(0.05 * t / norm)
+        g2 = grad(rec.rng[2 * step])  # the same dropout masks at w + e
+        with torch.no_grad():
+            for p, w, t in zip(params_, w0, g2, strict=True):
+                p.copy_(w - 0.1 * t)
+    assert torch.allclose(params(module.model), params(model), atol=1e-6)
+    logged = float(fit.callback_metrics["train/loss"])  # the passes at w only
+    assert abs(logged - sum(float(o.loss) for o in rec.outputs[0::2]) / 3) < 1e-5
+
+
+def test_resume_with_a_shuffling_loader_at_an_epoch_boundary(tmp_path):
+    def loader() -> DataLoader:
+        return DataLoader(data(), batch_size=4, shuffle=True)
+
+    straight = MixupModule(net(), mixupe_v1(), optimizer=sgd)
+    trainer(max_epochs=3).fit(straight, loader())
+    first = MixupModule(net(), mixupe_v1(), optimizer=sgd)
+    part = trainer(max_epochs=1)
+    part.fit(first, loader())
+    part.save_checkpoint(tmp_path / "one.ckpt")
+    torch.manual_seed(123)  # another global RNG state in the new process
+    resumed = MixupModule(net(), mixupe_v1(), optimizer=sgd)
+    trainer(max_epochs=3).fit(resumed, loader(), ckpt_path=tmp_path / "one.ckpt")
+    assert torch.allclose(params(resumed.model), params(straight.model), atol=1e-7)
+
+
+def test_validation_accepts_soft_targets():
+    x, _ = data().tensors
+    soft = torch.softmax(torch.randn(N, K, generator=torch.Generator().manual_seed(3)), 1)
+    module = MixupModule(net(), mixupe_v1(), optimizer=sgd)
+    fit = trainer(max_epochs=1)
+    fit.fit(module, DataLoader(data(), batch_size=4),
+            DataLoader(TensorDataset(x, soft), batch_size=4))
+    with torch.no_grad():
+        logits = module.model(x)
+    want = -(soft * torch.log_softmax(logits, 1)).sum(1).mean()
+    assert abs(float(fit.callback_metrics["val/loss"]) - float(want)) < 1e-5
+    acc = (logits.argmax(1) == soft.argmax(1)).float().mean()
+    assert abs(float(fit.callback_metrics["val/acc"]) - float(acc)) < 1e-6
+
+
+def test_training_steps_do_not_read_values_back_each_step(monkeypatch):
+    """``Tensor.item`` calls (a host read each) over a fit with the progress bar on do not grow
+    with the number of steps: nothing is logged to the progress bar per step."""
+    reads = []
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: reads.append(1) or item(t))
+    counts = []
+    for n in (8, 32):
+        g = torch.Generator().manual_seed(0)
+        ds = TensorDataset(torch.randn(n, D, generator=g), torch.arange(n) % K)
+        objective = mixupe.Mixup(alpha=1.0, num_classes=K, validate=False, check_finite=False)
+        reads.clear()
+        trainer(max_epochs=1, enable_progress_bar=True).fit(
+            MixupModule(net(), objective, optimizer=sgd), DataLoader(ds, batch_size=4))
+        counts.append(len(reads))
+    assert counts[0] == counts[1], counts

@@ -46,8 +46,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mixupe import functional as MF
 from mixupe.errors import DataUnavailableError, InputError
 from mixupe.objectives import ManifoldMixup, MixupE, Objective
+from mixupe.sam import SAM
 
 try:
     import pytorch_lightning as pl
@@ -57,7 +59,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "`pip install pytorch-lightning` (keep your torch: add --no-deps if it would replace it)"
     ) from exc
 
-__all__ = ["CHECKPOINT_KEY", "MixupModule", "split_batch"]
+__all__ = ["CHECKPOINT_KEY", "MixupModule", "set_epoch", "split_batch"]
 
 CHECKPOINT_KEY = "mixupe_objective"
 Optimizers = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -83,6 +85,35 @@ def split_batch(batch: Any) -> tuple[Any, Tensor]:
 
 def _batch_size(y: Tensor) -> int:
     return int(y.shape[0])
+
+
+def set_epoch(objective: Any, epoch: int) -> int:
+    """Call ``set_epoch(epoch)`` on every part of ``objective`` that has it (a ``Scheduled``
+    mixer inside MixupE, RegMixup or a ``Switch``, ...); returns how many were told.
+
+    Example:
+        >>> import mixupe
+        >>> sched = mixupe.Scheduled(mixupe.Mixup(num_classes=2), off_epoch=2)
+        >>> set_epoch(mixupe.MixupE(version=3, mixing=sched), 2), sched.active()
+        (1, False)
+    """
+    seen: set[int] = set()
+    told = 0
+    stack = [objective]
+    while stack:
+        part = stack.pop()
+        if part is None or id(part) in seen:
+            continue
+        seen.add(id(part))
+        if callable(getattr(part, "set_epoch", None)):
+            part.set_epoch(epoch)
+            told += 1
+        stack.extend(getattr(part, name, None) for name in ("mixing", "first", "second"))
+    return told
+
+
+def _shuffle_seed(base: int, epoch: int) -> int:
+    return (base * 1_000_003 + 7919 * (epoch + 1)) % (1 << 63)
 
 
 class MixupModule(pl.LightningModule):
@@ -114,26 +145,36 @@ class MixupModule(pl.LightningModule):
         self.objective = objective
         self.optimizer_factory = optimizer
         self.reseed_per_rank = bool(reseed_per_rank)
+        self.shuffle_seed = int(objective.generator.initial_seed())
 
     # ----------------------------------------------------------------- steps
     def forward(self, x: Any) -> Tensor:
         return self.model(x)
 
+    def _sam(self) -> SAM | None:
+        optimizers = self.trainer.optimizers if self._trainer is not None else []
+        return next((o for o in optimizers if isinstance(o, SAM)), None)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = split_batch(batch)
         out = self.objective(self.model, x, y)
-        stats = {f"train/{k}": v for k, v in out.stat_tensors.items()}
-        self.log_dict(stats, on_step=False, on_epoch=True, sync_dist=True,
-                      batch_size=_batch_size(y))
-        self.log("train_loss", out.loss.detach(), on_step=True, on_epoch=False, prog_bar=True,
-                 batch_size=_batch_size(y))
+        sam = self._sam()
+        if sam is None or not sam.second_pass:  # SAM's pass at w + e is not logged
+            stats = {f"train/{k}": v for k, v in out.stat_tensors.items()}
+            # epoch means only: a per-step progress-bar value would sync every step
+            self.log_dict(stats, on_step=False, on_epoch=True, sync_dist=True,
+                          batch_size=_batch_size(y))
         return out.loss
 
     def _evaluate(self, batch: Any, prefix: str) -> None:
         x, y = split_batch(batch)
         logits = self.model(x).float()
-        loss = torch.nn.functional.cross_entropy(logits, y)
-        acc = (logits.argmax(1) == y).float().mean()
+        if y.is_floating_point():  # soft targets (B, K), e.g. MixCollate's
+            loss = MF.soft_cross_entropy(logits, y)
+            acc = (logits.argmax(1) == y.argmax(1)).float().mean()
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            acc = (logits.argmax(1) == y).float().mean()
         self.log_dict({f"{prefix}/loss": loss, f"{prefix}/acc": acc}, on_step=False,
                       on_epoch=True, sync_dist=True, prog_bar=prefix == "val",
                       batch_size=_batch_size(y))
@@ -148,7 +189,10 @@ class MixupModule(pl.LightningModule):
         params = self.model.parameters()
         if self.optimizer_factory is None:
             return torch.optim.AdamW(params, lr=1e-3)
-        return self.optimizer_factory(params)
+        optimizer = self.optimizer_factory(params)
+        if isinstance(optimizer, SAM):  # the pass at w + e repeats the objective's draws
+            optimizer.replay(self.objective.generator)
+        return optimizer
 
     # ----------------------------------------------------------------- set-up hooks
     def setup(self, stage: str) -> None:
@@ -157,6 +201,17 @@ class MixupModule(pl.LightningModule):
             base = self.objective.generator.initial_seed()
             rank = self.trainer.global_rank
             self.objective.generator.manual_seed((base * 1_000_003 + rank + 1) % (1 << 63))
+
+    def on_train_epoch_start(self) -> None:
+        """Tell the objective's schedules the epoch (from 1) and seed a shuffling sampler."""
+        epoch = int(self.current_epoch)
+        set_epoch(self.objective, epoch + 1)
+        loader = self.trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, torch.utils.data.RandomSampler):
+            # the epoch's order from (seed, epoch): a resumed run draws the same order
+            sampler.generator = torch.Generator().manual_seed(
+                _shuffle_seed(self.shuffle_seed, epoch))
 
     def needs_data_mean(self) -> bool:
         """Whether the objective is MixupE v1/v2 mixing inputs without a data mean yet."""
