@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for a machine with a CUDA GPU; its stages are capped at 460 s in all (under 8
+# One command for a machine with a CUDA GPU; its stages are capped at 490 s in all (under 9
 # minutes with the start-up checks):
 #
 #   1. the CUDA tests: MixupE on the GPU against the CPU, bf16 and fp16 autocast steps under
@@ -9,7 +9,8 @@
 #   2. training smoke runs through the engine on the GPU with --amp (bf16 where the GPU
 #      supports it, else fp16 with a gradient scaler): MixupE v1 on an MLP, v3 with
 #      clean_fraction 0.25 on the small CNN; a diverged run exits non-zero;
-#   3. the step-time benchmark on the GPU, whose tables it prints (ratios to Mixup per model).
+#   3. the step-time benchmark on the GPU, whose tables it prints (ratios to Mixup per model);
+#   4. the mixed loss on class indices against dense soft targets (benchmarks/loss_path.py).
 #
 # Usage (from anywhere; the venv must hold a CUDA build of torch):
 #   bash benchmarks/gpu_check.sh              # everything, writes to a temporary folder
@@ -88,6 +89,9 @@ run "step-time benchmark on the GPU" 170 \
     --batch-sizes 256 1024 --cnn-batch-sizes 128 512 --resnet-batch-sizes 128 \
     --mlp-steps 60 --steps 40 --resnet-steps 20 --warmup 5 --mem-steps 2 \
     --out "$OUT/step_time.json"
+
+run "loss path on the GPU: dense soft targets vs the index form" 30 \
+    "$PY" benchmarks/loss_path.py --device cuda --steps 50
 
 echo
 if [[ $DRY_RUN == 1 ]]; then

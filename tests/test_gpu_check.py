@@ -56,9 +56,15 @@ def test_every_command_of_the_dry_run_is_accepted(capsys: pytest.CaptureFixture[
                 del sys.modules["step_time"]
             assert args.device == "cuda"
             kinds.append("step_time")
+        elif argv[1] == "benchmarks/loss_path.py":
+            spec = importlib.util.spec_from_file_location("loss_path", ROOT / argv[1])
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            assert module.parse_args(argv[2:]).device == "cuda"
+            kinds.append("loss_path")
         else:
             raise AssertionError(f"unexpected command in gpu_check.sh: {argv}")
-    assert kinds == ["pytest", "train", "train", "step_time"]
+    assert kinds == ["pytest", "train", "train", "step_time", "loss_path"]
 
 
 def test_without_a_gpu_it_stops_with_status_2() -> None:
