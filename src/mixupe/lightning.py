@@ -11,7 +11,18 @@ Needs the optional extra ``pytorch-lightning`` (``pip install "mixupe[lightning]
 - The objective's stats (``loss``, ``lam``; for MixupE also ``mixup_loss``, ``regulariser``,
   ``regulariser_ratio``, ``selected_fraction``, ...) are logged as ``train/NAME``, averaged per
   epoch over steps and devices (no per-step synchronisation).
-- Validation and test steps evaluate the clean model: ``val/loss``, ``val/acc`` (and ``test/``).
+- Nothing is logged per step (a per-step progress-bar value would read the loss back to the
+  host every step).
+- Validation and test steps evaluate the clean model: ``val/loss``, ``val/acc`` (and ``test/``),
+  on class indices or soft targets ``(B, K)`` (accuracy against their argmax).
+- At each epoch start every schedule inside the objective (``Scheduled``, also inside MixupE,
+  RegMixup or ``Switch``) is told the epoch (from 1), and a shuffling ``RandomSampler`` gets a
+  generator seeded from the objective's seed and the epoch, so the epoch's order is the same in
+  a resumed run (resume is exact from a checkpoint at an epoch boundary; Lightning restarts a
+  mid-epoch checkpoint's epoch, so that one is not).
+- An optimizer factory may return :class:`mixupe.SAM`: the objective's generator is added to
+  the draws it replays, so its pass at ``w + e`` uses the same lambda, pairing and dropout
+  masks; that pass is not logged.
 - MixupE versions 1 and 2 with input mixing need the data mean: at the start of training it is
   fitted in one pass over the training loader (float64 sums over this device's shard,
   all-reduced across devices, so every device holds the mean of the whole training stream), unless
