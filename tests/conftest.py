@@ -56,6 +56,11 @@ OPTIONAL = {
         _importable("maxflow"),
         "PyMaxflow is not installed; `pip install PyMaxflow` (the family extra)",
     ),
+    "transformers": (
+        _importable("transformers") and _importable("accelerate"),
+        "Hugging Face transformers is not installed; `pip install transformers accelerate "
+        "\"torch==<your torch>\"` (the transformers extra)",
+    ),
 }
 
 
