@@ -11,10 +11,10 @@ import copy
 import dataclasses
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import mixupe.bench
 from mixupe.bench.compute import measure_step_ratio, per_step_seconds
@@ -65,7 +65,7 @@ def test_equal_compute_arm_runs_the_schedule_stretched_by_the_committed_ratio(na
             # Everything else is the Mixup arm's config at the same alpha and seed.
             base = dataclasses.asdict(mixup.configs[seed])
             diff = {k for k, v in dataclasses.asdict(cfg).items() if base[k] != v}
-            assert diff <= set(want) and "epochs" in diff or r == 1.0
+            assert (diff <= set(want) and "epochs" in diff) or r == 1.0
         cell = record[(label, EC)]["equal_compute"]
         assert cell["of"] == V3 and cell["ratio"] == r
         assert cell["stretched"]["epochs"] == want["epochs"]

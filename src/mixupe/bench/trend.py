@@ -89,15 +89,20 @@ def dataset_sizes(runs_root: str | Path, suite: str) -> dict[str, tuple[str, int
 
 def trend_rows(summary: SuiteSummary,
                sizes: Mapping[str, tuple[str, int]]) -> list[TrendRow]:
-    """Every arm minus the baseline, then every declared contrast, per sized dataset label."""
+    """Every arm minus the baseline, then every declared contrast, per sized dataset label.
+
+    An arm minus the baseline is left out where the suite declares the reverse contrast
+    (``Mixup - ERM`` replaces ``ERM - Mixup``)."""
     rows: list[TrendRow] = []
+    reversed_ = {(b, a) for a, b in summary.contrasts}
     for label in summary.datasets:
         if label not in sizes:
             continue
         domain, size = sizes[label]
         seen = set()
         for cell in summary.cells:
-            if cell.dataset == label and cell.paired and summary.baseline:
+            if (cell.dataset == label and cell.paired and summary.baseline
+                    and (cell.arm, summary.baseline) not in reversed_):
                 seen.add((cell.arm, summary.baseline))
                 rows.append(TrendRow(domain, label, size, cell.arm, summary.baseline,
                                      cell.paired.get("acc"), cell.paired.get(BEST)))
