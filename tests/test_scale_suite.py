@@ -78,6 +78,7 @@ def test_stretch_schedule_rounds_each_field():
                             "off_epoch": None}, 1.93)
     assert got == {"epochs": 386, "warmup_epochs": 0, "milestones": (193, 290)}
     assert stretch_schedule({"epochs": 1}, 0.1) == {"epochs": 1}
+    assert stretch_schedule({"epochs": 5}, 0.5) == {"epochs": 3}  # halves round up
     with pytest.raises(ConfigError, match="positive number"):
         stretch_schedule({"epochs": 10}, 0.0)
 

@@ -127,23 +127,26 @@ STRETCHED = ("epochs", "warmup_epochs", "milestones", "off_epoch")
 def stretch_schedule(settings: Mapping[str, Any], factor: float) -> dict[str, Any]:
     """The schedule fields of ``settings`` (:data:`STRETCHED`) multiplied by ``factor``.
 
-    Epoch counts are rounded to the nearest integer (at least 1 epoch); fields that are not
-    set, or None, are left out.
+    Epoch counts are rounded to the nearest integer, halves up (at least 1 epoch); fields
+    that are not set, or None, are left out.
 
     >>> stretch_schedule({"epochs": 150, "warmup_epochs": 5, "milestones": [50, 100]}, 1.8)
     {'epochs': 270, 'warmup_epochs': 9, 'milestones': (90, 180)}
     """
     if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
         raise ConfigError(f"equal_compute ratio {factor!r} must be a positive number, e.g. 1.8")
+    def half_up(value: float) -> int:
+        return math.floor(value * factor + 0.5)
+
     out: dict[str, Any] = {}
     for key in STRETCHED:
         value = settings.get(key)
         if value is None:
             continue
         if isinstance(value, list | tuple):
-            out[key] = tuple(round(v * factor) for v in value)
+            out[key] = tuple(half_up(v) for v in value)
         else:
-            out[key] = max(1, round(value * factor)) if key == "epochs" else round(value * factor)
+            out[key] = max(1, half_up(value)) if key == "epochs" else half_up(value)
     return out
 
 
