@@ -438,6 +438,9 @@ def write_report(runs_root: str | Path = "runs", *, suite: str | None = None,
     summaries = summarize(runs_root, suite=suite)
     out_dir = Path(out) if out is not None else Path(runs_root) / "report"
     text = render_markdown(summaries)
+    from mixupe.bench.trend import trend_section  # suite `scale`'s trend, once it has results
+
+    text += trend_section(summaries, runs_root, out_dir, plots=plots)
     if document is not None:
         stale = stale_quotes(pre_text, text)
         if stale:

@@ -24,13 +24,19 @@ A suite is datasets x arms (methods) x hyper-parameter grids x seeds::
     grid = { eta = [0.01, 0.1] }
     follow = { alpha = "Mixup" }   # use the alpha that arm "Mixup" chose on this dataset
     datasets = ["digits"]          # optional: the dataset labels this arm runs on
+    [[arms]]
+    label = "Mixup at equal compute"
+    method = "mixup"
+    follow = { alpha = "Mixup" }
+    equal_compute = { of = "MixupE v3", ratio = { digits = 1.8 }, measured = "how" }
 
 A cell (dataset x arm) with one grid point needs no selection and reports every seed. A
 cell with several points runs each with the selection seeds, chooses the best mean
 validation accuracy, and reports the chosen point over the seeds that are not selection
 seeds (see :mod:`mixupe.bench.selection`). An arm that ``follow``s another takes the other
 arm's chosen value of a key: its grid is crossed with the other arm's values, and only the
-points at the chosen value run.
+points at the chosen value run. An arm with ``equal_compute`` runs the schedule of arm ``of``
+stretched to that arm's training compute (see :class:`EqualCompute`).
 
 Settings are merged in the order: TrainConfig defaults < ``[defaults]`` < dataset < arm <
 grid point < overrides given by the caller (``--set`` on the command line) < seed.
@@ -68,6 +74,7 @@ __all__ = [
     "ArmPlan",
     "ArmSpec",
     "DatasetSpec",
+    "EqualCompute",
     "GridPoint",
     "Suite",
     "builtin_suites",
@@ -78,6 +85,7 @@ __all__ = [
     "parse_suite",
     "read_manifests",
     "restrict_grid",
+    "stretch_schedule",
     "variant_name",
     "write_manifest",
 ]
@@ -96,6 +104,53 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
+class EqualCompute:
+    """``equal_compute = { of = "MixupE v3", ratio = { letter = 1.8 }, measured = "..." }``.
+
+    The arm trains for as long as arm ``of`` costs: its whole schedule (epochs, warm-up,
+    milestones, ``off_epoch``) is multiplied by ``ratio[dataset]``, the measured training
+    step time of ``of`` divided by this arm's on that dataset (keyed by the TrainConfig
+    ``dataset`` name, so every size of a dataset shares one ratio), and rounded to whole
+    epochs. The ratio is a fixed, committed measurement, so run names never depend on the
+    machine; ``measured`` says how it was measured (the command). The factor, the schedule
+    before and after, and ``measured`` are written into the suite manifest's cell.
+    """
+
+    of: str
+    ratio: Mapping[str, float]
+    measured: str = ""
+
+
+STRETCHED = ("epochs", "warmup_epochs", "milestones", "off_epoch")
+
+
+def stretch_schedule(settings: Mapping[str, Any], factor: float) -> dict[str, Any]:
+    """The schedule fields of ``settings`` (:data:`STRETCHED`) multiplied by ``factor``.
+
+    Epoch counts are rounded to the nearest integer, halves up (at least 1 epoch); fields
+    that are not set, or None, are left out.
+
+    >>> stretch_schedule({"epochs": 150, "warmup_epochs": 5, "milestones": [50, 100]}, 1.8)
+    {'epochs': 270, 'warmup_epochs': 9, 'milestones': (90, 180)}
+    """
+    if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
+        raise ConfigError(f"equal_compute ratio {factor!r} must be a positive number, e.g. 1.8")
+    def half_up(value: float) -> int:
+        return math.floor(value * factor + 0.5)
+
+    out: dict[str, Any] = {}
+    for key in STRETCHED:
+        value = settings.get(key)
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            out[key] = tuple(half_up(v) for v in value)
+        else:
+            out[key] = max(1, half_up(value)) if key == "epochs" else half_up(value)
+    return out
+
+
+@dataclass(frozen=True)
 class ArmSpec:
     """One ``[[arms]]`` entry: a label, fixed TrainConfig fields and a grid of alternatives."""
 
@@ -104,6 +159,7 @@ class ArmSpec:
     grid: Mapping[str, Sequence[Any]]
     follow: Mapping[str, str] = dataclasses.field(default_factory=dict)  # key -> arm label
     only: tuple[str, ...] | None = None  # dataset labels this arm runs on (None: all)
+    equal_compute: EqualCompute | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +194,7 @@ class ArmPlan:
     arm: str
     points: tuple[GridPoint, ...]
     follow: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    compute: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # equal_compute record
 
 
 def builtin_suites() -> list[str]:
@@ -278,6 +335,7 @@ def parse_suite(data: Mapping[str, Any], *, source: str = "suite") -> Suite:
         grid = dict(entry.pop("grid", {}))
         follow = entry.pop("follow", {})
         only = entry.pop("datasets", None)
+        compute = entry.pop("equal_compute", None)
         where = f"{source} arm {label!r}"
         _check_fields(entry, where)
         _check_fields(grid, f"{where} grid")
@@ -299,6 +357,10 @@ def parse_suite(data: Mapping[str, Any], *, source: str = "suite") -> Suite:
                                   f"{list(parent.only)}; restrict this arm to those datasets "
                                   f"(datasets = {list(parent.only)})")
         arms.append(ArmSpec(label=label, settings=entry, grid=grid, follow=follow, only=only))
+        if compute is not None:
+            runs_on = [d for d in datasets if only is None or d.label in only]
+            arms[-1] = dataclasses.replace(
+                arms[-1], equal_compute=_parse_equal_compute(compute, where, grid, runs_on))
     if not arms:
         raise ConfigError(f"{source} lists no arms; add at least one [[arms]] table")
     named = (("dataset", [d.label for d in datasets]), ("arm", [a.label for a in arms]))
@@ -315,6 +377,12 @@ def parse_suite(data: Mapping[str, Any], *, source: str = "suite") -> Suite:
         raise ConfigError(f"{source}: baseline = {baseline!r} is not an arm label; use one of "
                           f"{[a.label for a in arms]}")
     contrasts = _parse_contrasts(data.get("contrasts", []), [a.label for a in arms], source)
+    for arm in arms:
+        labels = [a.label for a in arms]
+        if arm.equal_compute is not None and arm.equal_compute.of not in labels:
+            raise ConfigError(f"{source} arm {arm.label!r}: equal_compute of = "
+                              f"{arm.equal_compute.of!r} is not an arm label; use one of "
+                              f"{labels}")
     precondition = None
     if "precondition" in data:
         (precondition,) = _parse_contrasts([data["precondition"]], [a.label for a in arms],
@@ -346,6 +414,35 @@ def _parse_follow(value: Any, where: str, settings: Mapping[str, Any],
             raise ConfigError(f"{where}: {key!r} is both followed from {label!r} and set by the "
                               f"arm itself; remove one of them")
     return dict(value)
+
+
+def _parse_equal_compute(value: Any, where: str, grid: Mapping[str, Any],
+                         datasets: Sequence[DatasetSpec]) -> EqualCompute:
+    """``equal_compute = { of = "ARM", ratio = { DATASET = R, ... }, measured = "..." }``."""
+    example = '{ of = "MixupE v3", ratio = { letter = 1.8 } }'
+    if not isinstance(value, dict) or set(value) - {"of", "ratio", "measured"} or not {
+            "of", "ratio"} <= set(value):
+        raise ConfigError(f"{where}: equal_compute = {value!r} must be a table with `of` (an "
+                          f"arm label), `ratio` and optionally `measured`, e.g. {example}")
+    of, ratio = value["of"], value["ratio"]
+    if not isinstance(of, str) or not isinstance(ratio, dict):
+        raise ConfigError(f"{where}: equal_compute needs of = an arm label and ratio = a table "
+                          f"of dataset names to ratios, e.g. {example}")
+    stretched = sorted(set(grid) & set(STRETCHED))
+    if stretched:
+        raise ConfigError(f"{where}: equal_compute stretches the schedule, so {stretched} may "
+                          f"not be in the grid; set them in [defaults] or the dataset")
+    for name, r in ratio.items():
+        if isinstance(r, bool) or not isinstance(r, int | float) or not math.isfinite(r) or r <= 0:
+            raise ConfigError(f"{where}: equal_compute ratio {name} = {r!r} must be a positive "
+                              f"number (a step time of {of!r} divided by this arm's)")
+    missing = sorted({str(d.settings["dataset"]) for d in datasets} - set(ratio))
+    if missing:
+        raise ConfigError(f"{where}: equal_compute has no ratio for dataset(s) {missing}; add "
+                          f"them to `ratio` (keyed by dataset name, e.g. {{ {missing[0]} = "
+                          f"1.8 }}) or restrict the arm with `datasets`")
+    return EqualCompute(of=of, ratio={k: float(v) for k, v in ratio.items()},
+                        measured=str(value.get("measured", "")))
 
 
 def _parse_contrasts(value: Any, labels: Sequence[str],
@@ -396,6 +493,36 @@ def _followed_values(suite: Suite, arm: ArmSpec, ds: DatasetSpec,
     return out
 
 
+def _equal_compute(suite: Suite, arm: ArmSpec, ds: DatasetSpec,
+                   overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest record of an ``equal_compute`` arm on ``ds`` (``{}`` for other arms): the
+    arm it matches, the ratio, the schedule before and after stretching and how the ratio was
+    measured. The schedule stretched is arm ``of``'s, which must equal this arm's own."""
+    spec = arm.equal_compute
+    if spec is None:
+        return {}
+    of = next(a for a in suite.arms if a.label == spec.of)
+    where = f"suite {suite.name!r}, arm {arm.label!r}, dataset {ds.label!r}"
+    if of.only is not None and ds.label not in of.only:
+        raise ConfigError(f"{where}: equal_compute matches {spec.of!r}, which does not run on "
+                          f"this dataset; restrict the arm with `datasets = {list(of.only)}`")
+    default = {k: getattr(TrainConfig(), k) for k in STRETCHED}
+
+    def schedule(settings: Mapping[str, Any]) -> dict[str, Any]:
+        merged = {**default, **suite.defaults, **ds.settings, **settings, **overrides}
+        return {k: _tupled(merged[k]) for k in STRETCHED}
+
+    base = schedule(arm.settings)
+    if base != schedule(of.settings):
+        raise ConfigError(f"{where}: its schedule {base} differs from that of {spec.of!r} "
+                          f"({schedule(of.settings)}); equal_compute stretches the common "
+                          f"schedule, so set these fields in [defaults] or the dataset only")
+    factor = spec.ratio[str(ds.settings["dataset"])]
+    stretched = stretch_schedule(base, factor)
+    return {"of": spec.of, "ratio": factor, "schedule": base, "stretched": stretched,
+            "measured": spec.measured}
+
+
 def expand(suite: Suite, *, overrides: Mapping[str, Any] | None = None,
            seeds: Sequence[int] | None = None) -> list[ArmPlan]:
     """Expand a suite into one :class:`ArmPlan` per dataset x arm (each config validated).
@@ -424,10 +551,12 @@ def expand(suite: Suite, *, overrides: Mapping[str, Any] | None = None,
             keys = list(grid)
             points = []
             seen: dict[str, Mapping[str, Any]] = {}
+            compute = _equal_compute(suite, arm, ds, overrides)
             for combo in itertools.product(*(grid[k] for k in keys)):
                 params = dict(zip(keys, combo, strict=True))
                 merged = {**suite.defaults, **ds.settings, **arm.settings, **params, **overrides}
                 merged = {k: _tupled(v) for k, v in merged.items()}
+                merged |= compute.get("stretched", {})
                 configs = {}
                 for seed in all_seeds:
                     where = f"suite {suite.name!r}, dataset {ds.label!r}, arm {arm.label!r}"
@@ -446,7 +575,7 @@ def expand(suite: Suite, *, overrides: Mapping[str, Any] | None = None,
                 seen[key] = params
                 points.append(GridPoint(params=params, configs=configs))
             plans.append(ArmPlan(dataset=ds.label, arm=arm.label, points=tuple(points),
-                                 follow=dict(arm.follow)))
+                                 follow=dict(arm.follow), compute=compute))
     return plans
 
 
@@ -496,6 +625,7 @@ def manifest(suite: Suite, plans: Sequence[ArmPlan], *, seeds: Sequence[int] | N
                 "dataset": plan.dataset,
                 "arm": plan.arm,
                 **({"follow": dict(plan.follow)} if plan.follow else {}),
+                **({"equal_compute": _jsonable_tree(plan.compute)} if plan.compute else {}),
                 "points": [
                     {"params": {k: _jsonable(v) for k, v in point.params.items()},
                      "runs": {str(seed): cfg.run_name() for seed, cfg in point.configs.items()}}
@@ -511,6 +641,12 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
     return value
+
+
+def _jsonable_tree(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable_tree(v) for k, v in value.items()}
+    return _jsonable(value)
 
 
 def manifest_path(runs_root: str | Path, suite_name: str) -> Path:
