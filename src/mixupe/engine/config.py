@@ -231,9 +231,10 @@ class TrainConfig:
 
     ``amp=True`` trains under CUDA autocast in ``amp_dtype``: ``"bf16"``, ``"fp16"`` (with a
     gradient scaler, checkpointed) or ``"auto"`` (bf16 where the GPU supports it, else fp16).
-    ``deterministic=True`` makes PyTorch use deterministic kernels only (and raise for an op
-    that has none), so a CUDA run repeats and resumes bit for bit on the same machine and
-    software; it is not part of the run name. A CPU run repeats and resumes exactly anyway.
+    ``deterministic=True`` makes PyTorch use deterministic kernels only, so a CUDA run repeats
+    and resumes bit for bit on the same machine and software; an op without such a kernel
+    raises (on CUDA: the backward of adaptive average pooling, which the CNNs and the ResNet
+    use). It is not part of the run name. A CPU run repeats and resumes exactly anyway.
 
     >>> TrainConfig(method="mixup", alpha=0.4).alpha
     0.4
