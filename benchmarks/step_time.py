@@ -16,7 +16,10 @@ range, the ratio to Mixup's median and the ratio to the reference's median, all 
 the same run. Each step's process CPU time is recorded too ("cpu ms", "cpu/mixup",
 "cpu/ref": medians of CPU time and their ratios), which is far less disturbed than wall
 time when other processes share the cores (a preempted step keeps its CPU time but not its
-wall time); with ``--threads 1`` it is the step's compute time. The objectives run as the
+wall time); with ``--threads 1`` it is the step's compute time. On CUDA it is the host's
+time to issue the step (Python, dispatch, kernel launches), read before the closing
+``torch.cuda.synchronize``, whose wait spins and would count as CPU time; a step that waits
+for the device inside (a host read) includes that wait. The objectives run as the
 training engine runs them (``validate=False``, ``check_finite=False``: no host
 synchronisation in the step).
 
@@ -43,6 +46,7 @@ from __future__ import annotations
 import argparse
 import copy
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -294,6 +298,18 @@ def peak_memory_mib(run: Callable[[], None], device: torch.device) -> float | No
     return max(peak - base, 0) / 1024 if base >= 0 and peak >= 0 else None
 
 
+def time_step(step: Callable[[], Tensor], device: torch.device) -> tuple[Tensor, float, float]:
+    """Run one step between device synchronisations: its value, wall ms and CPU ms.
+
+    The CPU time stops before the closing synchronisation (on CUDA that wait spins)."""
+    _synchronise(device)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    value = step()
+    cpu_ms = (time.process_time() - start_cpu) * 1e3
+    _synchronise(device)
+    return value, (time.perf_counter() - start) * 1e3, cpu_ms
+
+
 @dataclass
 class Contender:
     """One method's model, optimiser and loss for one (model, batch size) cell."""
@@ -347,15 +363,13 @@ def bench_cell(model_name: str, batch_size: int, *, steps: int, warmup: int, mem
         x, y = batches[rnd % len(batches)]
         shift = rnd % len(contenders)
         for con in contenders[shift:] + contenders[:shift]:
-            _synchronise(device)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            con.last_loss = train_step(con.model, con.optimizer, con.loss_fn, x, y)
-            _synchronise(device)
+            con.last_loss, wall_ms, cpu_ms = time_step(
+                functools.partial(train_step, con.model, con.optimizer, con.loss_fn, x, y), device)
             if rnd == 0:
-                con.first_s = time.perf_counter() - start
+                con.first_s = wall_ms / 1e3
             if rnd >= warmup:
-                con.times_ms.append((time.perf_counter() - start) * 1e3)
-                con.cpu_ms.append((time.process_time() - start_cpu) * 1e3)
+                con.times_ms.append(wall_ms)
+                con.cpu_ms.append(cpu_ms)
 
     memory = {}
     for con in contenders:

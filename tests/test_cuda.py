@@ -14,7 +14,7 @@ from torch import nn
 import mixupe
 from mixupe import functional as MF
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.cuda  # skipped without a CUDA device (tests/conftest.py)
 
 K = 4
 FAST = {"num_classes": K, "validate": False, "check_finite": False}

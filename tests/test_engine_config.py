@@ -46,17 +46,24 @@ def test_every_hyper_parameter_changes_the_name() -> None:
         "label_alpha": 0.5, "cutmix_alpha": 0.3, "cutmix_minmax": (0.2, 0.8),
         "switch_prob": 0.2, "sam_rho": 0.05, "cutmix_axes": (3,),
     }
-    # every field but the placement option is varied here (method and schedule by the base)
+    # every field but the placement options is varied here (method and schedule by the base;
+    # amp_dtype below, as it needs amp)
     every = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert set(changes) | set(family) | {"device", "method", "schedule"} == every
+    assert set(changes) | set(family) | {"device", "deterministic", "method", "schedule",
+                                         "amp_dtype"} == every
     for start, varied in ((base, changes), (family_base, family)):
         names = {start.run_name()}
         for key, value in varied.items():
             name = dataclasses.replace(start, **{key: value}).run_name()
             assert name not in names, key
             names.add(name)
-    # device says where a run executes, not what it computes
+    amp = {dataclasses.replace(base, amp=True, amp_dtype=d).run_name()
+           for d in ("auto", "bf16", "fp16")}
+    assert len(amp) == 3 and base.run_name() not in amp
+    # device and deterministic say where and how a run executes, not what it computes
     assert dataclasses.replace(base, device="cpu").run_name() == base.run_name()
+    assert dataclasses.replace(base, deterministic=True).run_name() == base.run_name()
+    assert dataclasses.replace(base, deterministic=True).config_hash() == base.config_hash()
     for cut in (TrainConfig(method="cutmix"), TrainConfig(method="mixupe", mixing="cutmix")):
         axes = dataclasses.replace(cut, cutmix_axes=(3,)).run_name()
         assert axes != cut.run_name() and "-axes3" in axes
@@ -119,6 +126,9 @@ def test_options_accept_dicts_and_sort() -> None:
         ({"schedule": "step"}, r"schedule='step' needs milestones.*milestones=\(30, 60\)"),
         ({"schedule": "step", "milestones": (5, 3)}, r"milestones=\(5, 3\).*increasing"),
         ({"device": "tpu"}, r"device='tpu'.*'cuda:N'"),
+        ({"amp": True, "amp_dtype": "fp32"}, r"amp_dtype='fp32' is not supported.*'fp16'"),
+        ({"amp_dtype": "fp16"}, r"amp_dtype='fp16' has no effect without amp=True.*--amp"),
+        ({"deterministic": 1}, r"deterministic=1 must be True or False"),
         ({"mix_layers": ()}, r"mix_layers=\(\).*submodule names"),
         ({"model_options": [1, 2]}, r"model_options=\[1, 2\] is not a mapping.*dict"),
         ({"label_smoothing": 1.0}, r"label_smoothing=1.0 is out of range"),
@@ -136,7 +146,8 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 def test_every_field_has_a_naming_value_and_a_label() -> None:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(NAMING_DEFAULTS) == fields
-    assert set(config_module._SHORT) == fields - {"dataset", "model", "method", "seed", "device"}
+    assert set(config_module._SHORT) == fields - {"dataset", "model", "method", "seed", "device",
+                                                  "deterministic"}
 
 
 @pytest.mark.skipif(not RESULTS.is_dir(), reason="no committed run logs in this checkout")

@@ -101,7 +101,7 @@ def test_step_does_no_host_reads_on_cpu(name, factory, allow_int):
     assert set(out.stats) >= {"loss"}
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("version", [1, 3])
 def test_step_does_not_synchronise_on_cuda(version):
     device = "cuda"

@@ -104,6 +104,10 @@ FIELD_HELP: dict[str, str] = {
                "the G-Mix baseline)",
     "device": "auto, cpu, cuda or cuda:N",
     "amp": "automatic mixed precision (CUDA only)",
+    "amp_dtype": "the autocast dtype of --amp: bf16, fp16 (with a gradient scaler) or auto "
+                 "(bf16 where the GPU supports it)",
+    "deterministic": "deterministic kernels only (torch.use_deterministic_algorithms, cuDNN, "
+                     "cuBLAS workspace): CUDA runs repeat and resume bit for bit",
 }
 
 

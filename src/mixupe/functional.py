@@ -26,6 +26,7 @@ import math
 import torch
 from torch import Tensor
 
+from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError
 
 __all__ = [
@@ -379,7 +380,7 @@ def cutmix_mask(
         cut = torch.floor(ratio * size)
         # Centres are drawn on the generator's device and copied over (no device-to-host sync).
         centre = torch.randint(0, size, (n,), generator=generator, device=generator.device)
-        centre = centre.to(device=device, dtype=torch.float64, non_blocking=True)
+        centre = to_device(centre, device, torch.float64)
         low = centre - torch.floor(cut / 2)
         lows.append(low.clamp(0, size))
         highs.append((low + cut).clamp(0, size))

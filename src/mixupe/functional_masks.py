@@ -18,7 +18,8 @@ Spatial layouts: ``(B, C, H, W)`` images (2 spatial dims), ``(B, C, L)`` signals
 
 Example:
     >>> import torch
-    >>> from mixupe import functional_masks as MM
+    >>> from mixupe._transfer import to_device
+from mixupe import functional_masks as MM
     >>> g = torch.Generator().manual_seed(0)
     >>> mask = MM.fmix_mask((8, 8), torch.tensor(0.75), generator=g)
     >>> float(1 - mask.float().mean())
@@ -211,7 +212,7 @@ def fmix_mask(
                         dtype=torch.float64)
     spectrum = torch.complex(noise[..., 0], noise[..., 1]) * scale
     dims = tuple(range(1, len(spatial) + 1))
-    grey = torch.fft.irfftn(spectrum, s=spatial, dim=dims).to(device, non_blocking=True)
+    grey = to_device(torch.fft.irfftn(spectrum, s=spatial, dim=dims), device)
     area = math.prod(spatial)
     flat = grey.reshape(n, area)
     # Rank of each element, largest first; the top round(lam * area) are kept.

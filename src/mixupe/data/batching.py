@@ -6,7 +6,8 @@ seeded generator and takes the strided shard ``perm[rank::world_size]``, as
 ``DistributedSampler`` does. With ``drop_last=False`` the permutation is padded by wrapping
 around to a multiple of ``world_size`` (a few samples appear twice in the epoch); with
 ``drop_last=True`` the remainder is dropped instead, and the last partial batch of each rank
-is dropped too. Batches are always copies, never views of the split.
+is dropped too. Batches are always copies, never views of the split. A CPU split sent to a
+CUDA device is gathered into pinned memory and copied asynchronously.
 """
 
 from __future__ import annotations
@@ -86,6 +87,23 @@ def _epoch_indices(
     return order[:total][rank::world_size]
 
 
+def _take(t: torch.Tensor, start: int, end: int, index: torch.Tensor | None, *,
+          pin: bool) -> torch.Tensor:
+    """Rows ``start:end`` of ``t`` (or rows ``index``) as a copy, in page-locked memory when
+    ``pin``: the gather writes straight into it, so pinning costs no second host copy.
+
+    PyTorch's pinned-memory pool hands a block out again only after the copies that read it
+    have finished, so a batch's memory is never overwritten while it is still being sent.
+    """
+    if not pin:
+        # Copies, not views: a caller that edits a batch in place must not edit the data.
+        return t[start:end].clone() if index is None else t.index_select(0, index)
+    out = torch.empty((end - start, *t.shape[1:]), dtype=t.dtype, pin_memory=True)
+    if index is None:
+        return out.copy_(t[start:end])
+    return torch.index_select(t, 0, index, out=out)
+
+
 def batches(
     split: TensorSplit | GraphSplit,
     *,
@@ -118,17 +136,16 @@ def batches(
         if order is not None:
             order = order.to(x_all.device)
         # Slice where the split lives (a split already on the GPU stays there), then move.
+        pin = x_all.device.type == "cpu" and device.type == "cuda"
         for start in range(0, stop, batch_size):
             end = min(start + batch_size, stop)
-            if order is None:
-                # Copies, not views: a caller that edits a batch in place must not edit the data.
-                x, y = x_all[start:end].clone(), y_all[start:end].clone()
-            else:
-                index = order[start:end]
-                x, y = x_all.index_select(0, index), y_all.index_select(0, index)
+            index = None if order is None else order[start:end]
+            x, y = (_take(t, start, end, index, pin=pin) for t in (x_all, y_all))
             if x.device != device:
-                x = x.to(device, non_blocking=True)
-                y = y.to(device, non_blocking=True)
+                # From pinned memory (pin) the copy is asynchronous for real; from pageable
+                # memory non_blocking would give no overlap, so the copy just blocks.
+                x = x.to(device, non_blocking=pin)
+                y = y.to(device, non_blocking=pin)
             yield x, y
         return
     if isinstance(split, GraphSplit):

@@ -44,9 +44,11 @@ CLEAN_PASSES = ("separate", "fused")
 FULL_EVALS = ("end", "each-epoch")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
+AMP_DTYPES = ("auto", "bf16", "fp16")
 
-# Options that say where a run executes, not what it computes: left out of the run name.
-_PLACEMENT_FIELDS = ("device",)
+# Options that say where and how a run executes, not what it computes: left out of the run
+# name and its hash (deterministic only chooses among kernels for the same computation).
+_PLACEMENT_FIELDS = ("device", "deterministic")
 
 # The naming table, version 1: the defaults of the first release, frozen. A run name shows
 # the options whose value differs from this table; normalisation resets options that cannot
@@ -70,6 +72,8 @@ _NAMING_V1: dict[str, Any] = {
 # - lambda_sampler: runs used to draw Beta lambdas with torch's private Dirichlet sampler.
 # - clean_fraction: MixupE's clean pass used to run on the whole batch.
 # - cutmix_axes: CutMix used to choose its box axes from the input's rank.
+# - amp_dtype: --amp used to pick bf16 where the GPU supports it, else fp16.
+# - deterministic: runs used PyTorch's default (possibly non-deterministic) kernels.
 _NAMING_ADDED: dict[str, Any] = {
     "data_seed": 0,
     "full_eval": "each-epoch",
@@ -85,6 +89,8 @@ _NAMING_ADDED: dict[str, Any] = {
     "clean_fraction": 1.0,
     "cutmix_axes": None,
     "lambda_sampler": "dirichlet",
+    "amp_dtype": "auto",
+    "deterministic": False,
 }
 NAMING_DEFAULTS: dict[str, Any] = {**_NAMING_V1, **_NAMING_ADDED}
 
@@ -130,6 +136,7 @@ _SHORT = {
     "sam_rho": "sam",
     "clean_fraction": "cf",
     "cutmix_axes": "axes",
+    "amp_dtype": "ampdt",
 }
 _METHOD_PART = (
     "alpha", "per_sample", "mixing", "mix_layers", "label_smoothing", "eta", "version",
@@ -267,6 +274,13 @@ class TrainConfig:
     settings where the validation split is large next to the training data; the best epoch
     is then chosen among the validated epochs.
 
+    ``amp=True`` trains under CUDA autocast in ``amp_dtype``: ``"bf16"``, ``"fp16"`` (with a
+    gradient scaler, checkpointed) or ``"auto"`` (bf16 where the GPU supports it, else fp16).
+    ``deterministic=True`` makes PyTorch use deterministic kernels only, so a CUDA run repeats
+    and resumes bit for bit on the same machine and software; an op without such a kernel
+    raises (on CUDA: the backward of adaptive average pooling, which the CNNs and the ResNet
+    use). It is not part of the run name. A CPU run repeats and resumes exactly anyway.
+
     >>> TrainConfig(method="mixup", alpha=0.4).alpha
     0.4
     """
@@ -316,6 +330,8 @@ class TrainConfig:
     cutmix_axes: tuple[int, ...] | None = None
     device: str = "auto"
     amp: bool = False
+    amp_dtype: str = "auto"
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -459,6 +475,14 @@ class TrainConfig:
             )
         if self.sam_rho is not None and self.amp:
             raise ConfigError("sam_rho with amp=True is not supported; drop one of them")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ConfigError(f"amp_dtype={self.amp_dtype!r} is not supported; choose one of "
+                              f"{AMP_DTYPES}")
+        if self.amp_dtype != "auto" and not self.amp:
+            raise ConfigError(f"amp_dtype={self.amp_dtype!r} has no effect without amp=True; "
+                              "add --amp (amp=True) or drop --amp-dtype")
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError(f"deterministic={self.deterministic!r} must be True or False")
 
     @property
     def split_seed(self) -> int:
@@ -510,6 +534,8 @@ class TrainConfig:
             reset |= {"milestones", "gamma"}
         if self.optimizer != "sgd":
             reset.add("momentum")
+        if not self.amp:
+            reset.add("amp_dtype")
         return dataclasses.replace(self, **{name: NAMING_DEFAULTS[name] for name in reset})
 
     def mixer_name(self) -> str | None:
@@ -588,7 +614,8 @@ class TrainConfig:
         norm = dataclasses.replace(norm, data_options=_named_data_options(norm.data_options))
         cfg = norm.to_dict()
         d = {k: cfg[k] for k in _NAMING_V1 if k not in _PLACEMENT_FIELDS}
-        d |= {k: cfg[k] for k, legacy in _NAMING_ADDED.items() if getattr(norm, k) != legacy}
+        d |= {k: cfg[k] for k, legacy in _NAMING_ADDED.items()
+              if k not in _PLACEMENT_FIELDS and getattr(norm, k) != legacy}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
@@ -596,8 +623,8 @@ class TrainConfig:
         """A readable relative path naming the run: dataset/model/method-options/seed-hash.
 
         Every option that differs from its naming value (:data:`NAMING_DEFAULTS`) appears; the
-        hash covers all options (except ``device``, which says where a run executes, not what
-        it computes). A data path (``data_options`` ``root``) enters both as its content's
+        hash covers all options (except ``device`` and ``deterministic``, which say where and
+        how a run executes, not what it computes). A data path (``data_options`` ``root``) enters both as its content's
         identity (:func:`data_identity`), so moving or remounting the data keeps the name;
         ``cache_dir`` enters neither. ``config.json`` keeps the paths as given.
 

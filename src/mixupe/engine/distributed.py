@@ -68,8 +68,31 @@ def _env_int(name: str, default: int) -> int:
         ) from None
 
 
+DEVICE_ENV = "MIXUPE_DEVICE"
+
+
+def _requested(device: str) -> str:
+    """``device``, with ``"auto"`` replaced by :data:`DEVICE_ENV` where that is set."""
+    if device != "auto":
+        return device
+    chosen = os.environ.get(DEVICE_ENV, "")
+    if chosen == "":
+        return device
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", chosen):
+        raise ConfigError(
+            f"environment variable {DEVICE_ENV}={chosen!r} is not a device; set it to 'cpu', "
+            f"'cuda' or 'cuda:N', or unset it"
+        )
+    return chosen
+
+
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``"auto"`` picks CUDA when available (``cuda:LOCAL_RANK`` under torchrun), else CPU."""
+    """``"auto"`` picks CUDA when available (``cuda:LOCAL_RANK`` under torchrun), else CPU.
+
+    The environment variable ``MIXUPE_DEVICE`` (``cpu``, ``cuda`` or ``cuda:N``) overrides
+    what ``"auto"`` picks; the test suite sets it to ``cpu``. An explicit device is kept.
+    """
+    device = _requested(device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
@@ -87,6 +110,7 @@ def setup(device: str = "auto") -> DistContext:
 
     If a process group already exists (e.g. started by the caller), it is reused.
     """
+    device = _requested(device)
     if dist.is_available() and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
         local = _env_int("LOCAL_RANK", rank)

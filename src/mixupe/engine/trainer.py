@@ -13,7 +13,10 @@ Guarantees:
   test, FGSM and reliability at the end for the final model and for the best-validation
   epoch's model (``full_eval="each-epoch"``: everything after every epoch);
 - a CPU run is bit-repeatable for a given config, and ``resume=True`` continues exactly
-  (every generator and the global RNG state used by dropout are checkpointed);
+  (every generator and the global RNG state used by dropout are checkpointed); on CUDA the
+  same holds only with ``deterministic=True`` (on the same GPU and software): by default
+  atomics (``index_add_``, scatter-adds in backward passes) and cuDNN's choice of algorithm
+  make runs, and a resumed run against an uninterrupted one, differ in the last bits;
 - a non-finite loss stops the run with :class:`~mixupe.errors.NonFiniteLossError`, writes
   ``failed.json`` and keeps the checkpoint of the last finished epoch;
 - under ``torchrun`` the same call trains with DistributedDataParallel (see
@@ -27,6 +30,7 @@ import copy
 import hashlib
 import logging
 import math
+import os
 import platform
 import socket
 import time
@@ -326,18 +330,68 @@ def _build(cfg: TrainConfig, ctx: D.DistContext) -> _Parts:
             f"{len(ds.train)} samples over {ctx.world_size} process(es); lower batch_size"
         )
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=steps)
-    amp_dtype, scaler = None, None
-    if cfg.amp:
-        if ctx.device.type != "cuda":
-            raise ConfigError(
-                f"amp=True needs a CUDA device but the run is on {ctx.device}; "
-                "drop --amp or use device='cuda'"
-            )
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if amp_dtype == torch.float16:
-            scaler = torch.amp.GradScaler("cuda")
+    amp_dtype, scaler = _amp_setup(cfg, ctx.device)
     return _Parts(ds, model, objective, step_module, optimizer, scheduler, scaler, mix_gen,
                   steps, amp_dtype)
+
+
+def _amp_setup(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, Any]:
+    """The autocast dtype of ``cfg.amp``/``cfg.amp_dtype`` on ``device`` and, for float16,
+    the gradient scaler (its state is checkpointed); ``(None, None)`` without amp."""
+    if not cfg.amp:
+        return None, None
+    if device.type != "cuda":
+        raise ConfigError(
+            f"amp=True needs a CUDA device but the run is on {device}; "
+            "drop --amp or use device='cuda'"
+        )
+    bf16 = torch.cuda.is_bf16_supported()
+    if cfg.amp_dtype == "bf16" and not bf16:
+        raise ConfigError(
+            f"amp_dtype='bf16' but {device} ({torch.cuda.get_device_name(device)}) does not "
+            "support bfloat16; use --amp-dtype fp16 or auto"
+        )
+    if cfg.amp_dtype == "bf16" or (cfg.amp_dtype == "auto" and bf16):
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler(device.type)
+
+
+CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
+_CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")
+
+
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool) -> Iterator[None]:
+    """With ``enabled``, PyTorch's deterministic algorithms (an op without one raises), cuDNN's
+    deterministic mode without benchmarking, and cuBLAS's fixed workspace
+    (``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set to ``:16:8``); all restored afterwards.
+
+    cuBLAS reads its workspace setting when a process first uses it: set the variable in
+    the environment before then if the process used CUDA matrix products before training.
+    """
+    if not enabled:
+        yield
+        return
+    workspace = os.environ.get(CUBLAS_ENV)
+    if workspace not in (None, "", *_CUBLAS_DETERMINISTIC):
+        raise ConfigError(
+            f"deterministic=True needs {CUBLAS_ENV} unset or one of {_CUBLAS_DETERMINISTIC}, "
+            f"but it is {workspace!r}; unset it or export {CUBLAS_ENV}=:4096:8"
+        )
+    cudnn = torch.backends.cudnn
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             cudnn.deterministic, cudnn.benchmark)
+    os.environ[CUBLAS_ENV] = workspace or _CUBLAS_DETERMINISTIC[0]
+    torch.use_deterministic_algorithms(True)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        cudnn.deterministic, cudnn.benchmark = saved[2], saved[3]
+        if workspace is None:
+            os.environ.pop(CUBLAS_ENV, None)
 
 
 def model_digest(model: nn.Module) -> str:
@@ -468,7 +522,7 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
             ) from None
         parts.optimizer.zero_grad(set_to_none=True)
         draws = _draw_states(parts, dev)
-        with (torch.autocast("cuda", dtype=parts.amp_dtype) if parts.amp_dtype
+        with (torch.autocast(dev.type, dtype=parts.amp_dtype) if parts.amp_dtype
               else contextlib.nullcontext()):
             loss = parts.step_module(x, y)
         out = inner.last
@@ -579,6 +633,14 @@ def train(cfg: TrainConfig, *, runs_root: str | Path = "runs", resume: bool = Fa
     if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(
             max_epochs, int) or max_epochs < 1):
         raise ConfigError(f"max_epochs={max_epochs!r} must be a positive integer or None")
+    with deterministic_kernels(cfg.deterministic):
+        return _train_on_device(cfg, runs_root=runs_root, resume=resume, overwrite=overwrite,
+                                progress=progress, max_epochs=max_epochs)
+
+
+def _train_on_device(cfg: TrainConfig, *, runs_root: str | Path, resume: bool, overwrite: bool,
+                     progress: bool, max_epochs: int | None) -> RunResult:
+    """:func:`train` after its checks: the process group, the global generators, the run."""
     ctx = D.setup(cfg.device)
     try:
         devices = [ctx.device] if ctx.device.type == "cuda" else []

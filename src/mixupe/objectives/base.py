@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from mixupe import functional as MF
+from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError, NonFiniteLossError
 from mixupe.objectives.hooks import forward_with_transform
 
@@ -883,20 +884,18 @@ class Mixer(Objective):
         generator: torch.Generator,
     ) -> tuple[Tensor, Tensor]:
         if lam is None:
-            lam_t = MF.sample_lambda(
+            lam_t = to_device(MF.sample_lambda(
                 self.alpha,
                 batch_size=batch_size,
                 per_sample=self.per_sample,
                 generator=generator,
                 dtype=dtype,
                 method=self.lambda_sampler,
-            ).to(device, non_blocking=True)
+            ), device)
         else:
             lam_t = self._given_lam(lam, batch_size, device, dtype)
         if perm is None:
-            perm_t = MF.sample_permutation(batch_size, generator=generator).to(
-                device, non_blocking=True
-            )
+            perm_t = to_device(MF.sample_permutation(batch_size, generator=generator), device)
         else:
             perm_t = self._given_perm(perm, batch_size, device)
         return lam_t, perm_t

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from mixupe import functional as MF
 from mixupe import functional_masks as MM
+from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError
 from mixupe.objectives.base import Mixer, MixPlan
 from mixupe.objectives.hooks import INPUT_LAYER
@@ -102,8 +103,7 @@ class _MaskMixer(Mixer):
         generator: torch.Generator,
     ) -> Tensor:
         if perm is None:
-            return MF.sample_permutation(batch_size, generator=generator).to(device,
-                                                                             non_blocking=True)
+            return to_device(MF.sample_permutation(batch_size, generator=generator), device)
         return self._given_perm(perm, batch_size, device)
 
     @staticmethod

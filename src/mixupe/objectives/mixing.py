@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from mixupe import functional as MF
 from mixupe import functional_masks as MM
+from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError
 from mixupe.objectives.base import Mixer, MixPlan, Objective
 from mixupe.objectives.hooks import INPUT_LAYER
@@ -158,10 +159,10 @@ class Mixup(Mixer):
         if label_lam is not None:
             lam_y = self._given_lam(label_lam, batch_size, device, dtype)
         elif self.label_alpha is not None:
-            lam_y = MF.sample_lambda(
+            lam_y = to_device(MF.sample_lambda(
                 self.label_alpha, batch_size=batch_size, per_sample=self.per_sample,
                 generator=generator, dtype=dtype, method=self.lambda_sampler,
-            ).to(device, non_blocking=True)
+            ), device)
         return MixPlan(
             lam=lam_y,
             perm=perm_t,
@@ -352,8 +353,7 @@ class CutMix(Mixer):
         else:
             starts, sizes = MM.minmax_box(spatial, lam_t.reshape(-1).shape[0], self.minmax,
                                           generator=generator)
-            mask = MM.box_mask(spatial, starts.to(device, non_blocking=True),
-                               sizes.to(device, non_blocking=True))
+            mask = MM.box_mask(spatial, to_device(starts, device), to_device(sizes, device))
             lam_eff = MM.kept_fraction(mask, dtype)
             lam_eff = lam_eff[0] if lam_t.dim() == 0 else lam_eff
 

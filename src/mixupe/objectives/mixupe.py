@@ -75,6 +75,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from mixupe import functional as MF
+from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError
 from mixupe.objectives.base import (
     Mixer,
@@ -380,10 +381,12 @@ class MixupE(Objective):
         else:
             batch_mean = h.detach().to(acc_dtype).mean(0)
         old = self.layer_means.get(layer)
-        if old is None or old.shape != batch_mean.shape or old.device != batch_mean.device:
+        if old is None or old.shape != batch_mean.shape:
             new = batch_mean
         else:
-            new = self.mean_decay * old.to(acc_dtype) + (1.0 - self.mean_decay) * batch_mean
+            # A mean restored from a checkpoint lives on the CPU: it continues on this device.
+            old = old.to(device=batch_mean.device, dtype=acc_dtype)
+            new = self.mean_decay * old + (1.0 - self.mean_decay) * batch_mean
         self.layer_means[layer] = new
         return new.to(h.dtype)
 
@@ -453,7 +456,7 @@ class MixupE(Objective):
         if size == batch_size:
             return None
         drawn = torch.randperm(batch_size, generator=g, device=g.device)[:size]
-        return drawn.to(device, non_blocking=True)
+        return to_device(drawn, device)
 
     def __call__(
         self,
