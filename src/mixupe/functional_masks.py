@@ -18,8 +18,7 @@ Spatial layouts: ``(B, C, H, W)`` images (2 spatial dims), ``(B, C, L)`` signals
 
 Example:
     >>> import torch
-    >>> from mixupe._transfer import to_device
-from mixupe import functional_masks as MM
+    >>> from mixupe import functional_masks as MM
     >>> g = torch.Generator().manual_seed(0)
     >>> mask = MM.fmix_mask((8, 8), torch.tensor(0.75), generator=g)
     >>> float(1 - mask.float().mean())
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError
 
 __all__ = [

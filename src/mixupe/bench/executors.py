@@ -496,7 +496,8 @@ def make_executor(kind: str = "sequential", *, jobs: int | None = None,
     if max_retries < 0:
         raise ConfigError(f"max_retries={max_retries}: pass 0 or more")
     if jobs is not None and jobs < 1:
-        raise ConfigError(f"jobs={jobs}: need at least one worker (one run in flight); pass --jobs 1 or more")
+        raise ConfigError(f"jobs={jobs}: need at least one worker (one run in flight); pass "
+                          "--jobs 1 or more")
     ray_only = {"address": address, "cpus_per_run": cpus_per_run != 1.0,
                 "gpus_per_run": gpus_per_run != 0.0}
     if kind != "ray" and any(ray_only.values()):
