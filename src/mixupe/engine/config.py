@@ -625,8 +625,9 @@ class TrainConfig:
         Every option that differs from its naming value (:data:`NAMING_DEFAULTS`) appears; the
         hash covers all options (except ``device`` and ``deterministic``, which say where and
         how a run executes, not what it computes). A data path (``data_options`` ``root``)
-        enters both as its content's identity (:func:`data_identity`), so moving or remounting the data keeps the name;
-        ``cache_dir`` enters neither. ``config.json`` keeps the paths as given.
+        enters both as its content's identity (:func:`data_identity`), so moving or
+        remounting the data keeps the name; ``cache_dir`` enters neither. ``config.json``
+        keeps the paths as given.
 
         >>> TrainConfig(method="mixup", alpha=0.2, epochs=3).run_name()[:-6]
         'digits/mlp/mixup-a0.2/e3-splitrun-fevalend-lamtransform-seed0-'
