@@ -436,6 +436,12 @@ def render_suite(summary: SuiteSummary) -> str:
     late = render_late_gains(summary)
     if late:
         lines += ["### Convergence: late validation gain (pp)", "", FLAT_RULE, "", late, ""]
+    return "\n".join(lines + _render_notes(summary))
+
+
+def _render_notes(summary: SuiteSummary) -> list[str]:
+    """The end of a suite's section: grids, configurations, diagnostics, compute, failures."""
+    lines: list[str] = []
     grid = render_grid(summary)
     if grid:
         lines += ["### Selection grids", "",
@@ -470,7 +476,7 @@ def render_suite(summary: SuiteSummary) -> str:
         lines += ["", "(No per-bin reliability data in these runs' results; reliability "
                       "diagrams were skipped.)"]
     lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _domain(cell: Any) -> str:
