@@ -6,6 +6,7 @@ a plain loop over sorted p-values, independent of ``mixupe.engine.metrics.holm_a
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -15,9 +16,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mixupe.bench.report import render_markdown, stale_quotes, write_report
-from mixupe.bench.suites import parse_suite
-from mixupe.bench.summary import summarize
+from mixupe.bench.report import check_claims, render_markdown, stale_quotes, write_report
+from mixupe.bench.stats import flat_rule, verdict, wilcoxon_signed_rank
+from mixupe.bench.suites import expand, load_suite, manifest, parse_suite, write_manifest
+from mixupe.bench.summary import BEST, hypothesis_outcomes, summarize, verdict_of
 from mixupe.cli import main
 from mixupe.engine.metrics import holm_adjust, paired_t_pvalue
 from mixupe.errors import ConfigError, InputError
@@ -243,3 +245,222 @@ def test_selection_grid_lists_every_point_with_the_chosen_one_bold(runs):
         assert cell.val_spread * 100 == pytest.approx(sd)
     grids = text.split("### Selection grids")[1].split("Configurations of the chosen")[0]
     assert "- digits / ERM" not in grids  # a single point: nothing was selected
+
+
+# --- the statistics stated once: Wilcoxon, Holm families, verdicts, hypotheses, claims ---
+
+def wilcoxon_by_enumeration(d):
+    """Two-sided p by listing all 2^n sign flips of the average ranks of |d| (zeros dropped)."""
+    d = [x for x in d if x != 0]
+    ranks = stats.rankdata(np.abs(d))
+    observed = ranks[np.array(d) > 0].sum()
+    sums = [sum(r for r, s in zip(ranks, signs, strict=True) if s)
+            for signs in itertools.product((0, 1), repeat=len(d))]
+    low = np.mean([x <= observed + 1e-9 for x in sums])
+    high = np.mean([x >= observed - 1e-9 for x in sums])
+    return min(1.0, 2 * min(low, high))
+
+
+def test_wilcoxon_matches_scipy_exact_and_an_enumeration_with_ties_and_zeros():
+    rng = np.random.default_rng(4)
+    for n in (3, 5, 8, 10, 12):
+        for _ in range(5):
+            d = rng.normal(0.3, 1.0, size=n)
+            want = stats.wilcoxon(d, method="exact").pvalue
+            assert wilcoxon_signed_rank(d.tolist()) == pytest.approx(want, rel=1e-12)
+    for _ in range(20):  # accuracies on a 300-sample test set: multiples of 1/300, many ties
+        d = (rng.integers(-4, 6, size=9) / 300).tolist()
+        assert wilcoxon_signed_rank(d) == pytest.approx(wilcoxon_by_enumeration(d), rel=1e-12)
+    assert wilcoxon_signed_rank([0.01] * 10) == pytest.approx(2 / 1024)  # "10 of 10 seeds"
+    assert math.isnan(wilcoxon_signed_rank([0.0, 0.0]))
+    with pytest.raises(InputError, match="non-finite"):
+        wilcoxon_signed_rank([1.0, math.nan])
+
+
+def test_flat_rule_and_verdict_words():
+    assert flat_rule(0.0015, 0.0004) is True  # 0.11-0.19 pp: below 0.2 pp
+    assert flat_rule(0.0020, 0.0004) is False  # 0.16-0.24 pp: not below, excludes zero
+    assert flat_rule(-0.004, 0.005) is True  # includes zero
+    assert flat_rule(-0.004, 0.001) is True  # falling lies below 0.2 pp too
+    assert flat_rule(0.01, math.nan) is None
+    assert verdict((0.01, 0.01), (0.02, 0.04)) == "beats"
+    assert verdict((-0.01, 0.01), (-0.02, 0.04)) == "costs"
+    assert verdict((0.01, 0.01), (-0.02, 0.04)) == "inconclusive"  # the epochs disagree
+    assert verdict((0.01, 0.01), (0.02, 0.06)) == "inconclusive"  # best epoch not adjusted in
+    assert verdict((0.01, 0.01), None) == "inconclusive"
+
+
+HYP_SEEDS = list(range(6))
+NOISE = np.array([1.0, -1.0, 2.0, -2.0, 0.5, -0.5]) * 0.002  # mean exactly 0
+HSUITE = {
+    "name": "hyp", "seeds": HYP_SEEDS, "selection_seeds": [9], "baseline": "Mixup",
+    "datasets": [{"name": "digits", "model": "mlp"}, {"name": "satimage", "model": "mlp"}],
+    "arms": [{"label": "ERM", "method": "erm"}, {"label": "Mixup", "method": "mixup"},
+             {"label": "A", "method": "mixupe", "version": 3},
+             {"label": "B", "method": "mixupe", "version": 4}],
+    "contrasts": [["A", "B"]],
+    "hypotheses": [
+        {"id": "H1", "dataset": "digits", "arm": "A", "baseline": "Mixup", "direction": ">"},
+        {"id": "H2", "dataset": "digits", "arm": "B", "baseline": "A", "direction": ">="},
+        {"id": "H3", "dataset": "satimage", "arm": "A", "baseline": "Mixup",
+         "direction": ">"},
+        {"id": "H4", "dataset": "satimage", "arm": ["A", "B"], "baseline": "Mixup",
+         "direction": "="},
+        {"id": "H5", "dataset": ["digits", "satimage"], "arm": "Mixup", "baseline": "ERM",
+         "direction": ">"},
+    ],
+}
+# (dataset, arm) -> (final offset, best-epoch offset) over Mixup's accuracy, plus noise
+EFFECTS = {("digits", "A"): (0.02, 0.02), ("digits", "B"): (-0.03, -0.03),
+           ("satimage", "A"): (0.02, 0.0), ("satimage", "B"): (0.03, 0.03),
+           ("digits", "ERM"): (-0.02, -0.02), ("satimage", "ERM"): (-0.02, 0.0)}
+
+
+def _write_hyp_runs(root: Path, suite_dict: dict = HSUITE):
+    """Final and best-epoch test accuracy set per (dataset, arm, seed); returns them."""
+    suite = parse_suite(suite_dict)
+    plans = expand(suite)
+    write_manifest(root, manifest(suite, plans))
+    truth = {}
+    for k, plan in enumerate(plans):
+        final_off, best_off = EFFECTS.get((plan.dataset, plan.arm), (0.0, 0.0))
+        noise = np.roll(NOISE, k) if plan.arm != "Mixup" else 0.0 * NOISE
+        for i, s in enumerate(HYP_SEEDS):
+            cfg = plan.points[0].configs[s]
+            final = 0.7 + 0.01 * s + final_off + noise[i]
+            best = 0.7 + 0.01 * s + best_off + noise[i] * 1.5
+            write_run(root, cfg, val_acc=0.8, test={m: final for m in METRICS})
+            run = root / cfg.run_name()
+            result = json.loads((run / "result.json").read_text())
+            result["best"] = {"epoch": 2, "val": {"acc": 0.9}, "test": {"acc": best}}
+            (run / "result.json").write_text(json.dumps(result))
+            truth[(plan.dataset, plan.arm, s)] = (final, best)
+    return truth
+
+
+def test_holm_is_shown_per_dataset_and_table_wide(tmp_path: Path):
+    truth = _write_hyp_runs(tmp_path)
+    (summary,) = summarize(tmp_path)
+    rows = [(c.dataset, c.arm) for c in summary.cells if c.paired]
+    for k, metric in ((0, "acc"), (1, BEST)):
+        p = [stats.ttest_rel([truth[(d, a, s)][k] for s in HYP_SEEDS],
+                             [truth[(d, "Mixup", s)][k] for s in HYP_SEEDS]).pvalue
+             for d, a in rows]
+        table = holm_reference(p)
+        for (d, a), want in zip(rows, table, strict=True):
+            got = summary.cell(d, a).paired[metric]
+            assert got.p_holm == pytest.approx(want, rel=1e-9)
+            same = [i for i, (d2, _) in enumerate(rows) if d2 == d]
+            per = holm_reference([p[i] for i in same])
+            assert got.p_dataset == pytest.approx(per[same.index(rows.index((d, a)))],
+                                                  rel=1e-9)
+            diffs = [truth[(d, a, s)][k] - truth[(d, "Mixup", s)][k] for s in HYP_SEEDS]
+            assert got.p_wilcoxon == pytest.approx(wilcoxon_by_enumeration(diffs), rel=1e-9)
+    # digits A: +2 pp at both epochs -> beats; satimage A: +2 pp final, 0 at best -> inconclusive
+    assert verdict_of(summary.cell("digits", "A").paired) == "beats"
+    assert verdict_of(summary.cell("satimage", "A").paired) == "inconclusive"
+    assert verdict_of(summary.cell("digits", "ERM").paired) == "costs"
+    text = render_markdown([summary])
+    assert "| Holm p (dataset / table) |" in text and "| beats / beats |" in text
+    glance = text.split("### At a glance")[1].split("###")[0]
+    assert "†" in glance.split("| digits |")[1].split("\n")[0]
+    assert "†" not in glance.split("| satimage |")[1].split("\n")[0].split("|")[4]
+
+
+def _outcome_reference(direction, s_final, s_best):
+    both = {s_final, s_best}
+    if direction == ">":
+        return "confirmed" if both == {1} else "reversed" if both == {-1} else "not confirmed"
+    if direction == ">=":
+        return ("confirmed" if -1 not in both else "reversed" if both == {-1}
+                else "not confirmed")
+    return "confirmed" if both == {0} else "reversed" if len(both) == 1 else "not confirmed"
+
+
+def test_hypotheses_are_judged_at_both_epochs_with_holm_over_the_family(tmp_path: Path):
+    truth = _write_hyp_runs(tmp_path)
+    (summary,) = summarize(tmp_path)
+    comps = [("H1", "digits", "A", "Mixup", ">"), ("H2", "digits", "B", "A", ">="),
+             ("H3", "satimage", "A", "Mixup", ">"), ("H4", "satimage", "A", "Mixup", "="),
+             ("H4", "satimage", "B", "Mixup", "="), ("H5", "digits", "Mixup", "ERM", ">"),
+             ("H5", "satimage", "Mixup", "ERM", ">")]
+    assert [(t.hypothesis.id, t.dataset, t.arm) for t in summary.hypothesis_tests] == [
+        c[:3] for c in comps]
+    sides = []
+    for k in (0, 1):
+        diffs = [np.array([truth[(d, a, s)][k] - truth[(d, b, s)][k] for s in HYP_SEEDS])
+                 for _, d, a, b, _ in comps]
+        holm = holm_reference([stats.ttest_1samp(x, 0.0).pvalue for x in diffs])
+        sides.append([0 if q >= 0.05 else int(np.sign(x.mean()))
+                      for x, q in zip(diffs, holm, strict=True)])
+        for t, q in zip(summary.hypothesis_tests, holm, strict=True):
+            assert t.result["acc" if k == 0 else BEST].p_holm == pytest.approx(q, rel=1e-9)
+    want = [_outcome_reference(c[4], sf, sb)
+            for c, sf, sb in zip(comps, sides[0], sides[1], strict=True)]
+    assert [t.outcome for t in summary.hypothesis_tests] == want
+    # by construction: H1 confirmed, H2 reversed, H3 final epoch only, H4 A differs at the
+    # final epoch only and B at both, H5 holds on digits only
+    assert hypothesis_outcomes(summary.hypothesis_tests) == {
+        "H1": "confirmed", "H2": "reversed", "H3": "not confirmed", "H4": "not confirmed",
+        "H5": "not confirmed"}
+    text = render_markdown([summary])
+    assert "### Pre-registered hypotheses" in text
+    assert "| H2 | digits | B >= A |" in text and "- H2: **reversed**" in text
+    assert "- H4: **not confirmed** (1 not confirmed, 1 reversed)" in text
+    assert "- H5: **not confirmed** (1 confirmed, 1 not confirmed)" in text
+
+
+def test_hypotheses_are_validated_and_pending_until_run(tmp_path: Path):
+    bad = [({"id": "H1", "dataset": "nope", "arm": "A", "baseline": "Mixup",
+             "direction": ">"}, r"dataset names unknown label\(s\) \['nope'\]"),
+           ({"id": "H1", "dataset": "digits", "arm": "A", "baseline": "Mixup",
+             "direction": "!="}, "direction = '!=' must be one of"),
+           ({"id": "H1", "dataset": "digits", "arm": "A", "baseline": "A",
+             "direction": ">"}, "compared with itself"),
+           ({"id": "H1", "dataset": "digits", "arm": "A", "baseline": "Mixup",
+             "direction": ">", "side": 1}, r"unknown key\(s\) \['side'\]")]
+    for entry, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            parse_suite(dict(HSUITE, hypotheses=[entry]))
+    suite = parse_suite(HSUITE)
+    write_manifest(tmp_path, manifest(suite, expand(suite)))
+    write_run(tmp_path, expand(suite)[0].points[0].configs[0], val_acc=0.5,
+              test={m: 0.5 for m in METRICS})
+    (summary,) = summarize(tmp_path)
+    assert set(hypothesis_outcomes(summary.hypothesis_tests).values()) == {"pending"}
+
+
+def test_a_manifest_without_hypotheses_takes_them_from_the_builtin_suite(tmp_path: Path):
+    suite = load_suite("converged-confirm")
+    record = manifest(suite, expand(suite))
+    assert [h["id"] for h in record["hypotheses"]] == [f"H{i}" for i in range(1, 8)]
+    del record["hypotheses"]  # as written by the runner before hypotheses were recorded
+    write_manifest(tmp_path, record)
+    (summary,) = summarize(tmp_path)
+    assert [h.id for h in summary.hypotheses] == [f"H{i}" for i in range(1, 8)]
+    assert len(summary.hypothesis_tests) == 1 + 1 + 1 + 1 + 5 + 5 + 4
+
+
+def test_claims_are_checked_against_the_tables(tmp_path: Path):
+    _write_hyp_runs(tmp_path)
+    summaries = summarize(tmp_path)
+    good = ('<!-- claim suite=hyp minus=Mixup verdict=beats only=A dataset=digits -->'
+            '<!-- claim suite=hyp arm=A minus=B verdict=beats dataset=digits all -->'
+            '<!-- claim suite=hyp dataset=satimage minus=Mixup arm="[AB]" verdict=beats '
+            'count=1 -->'
+            '<!-- claim suite=hyp hypothesis=H2 outcome=reversed -->')
+    assert check_claims(good, summaries) == []
+    bad = ('<!-- claim suite=hyp minus=Mixup verdict=beats count=0 -->'
+           '<!-- claim suite=hyp arm=Nope count=0 -->'
+           '<!-- claim suite=hyp hypothesis=H3 outcome=confirmed -->'
+           '<!-- claim suite=hyp minus=Mixup colour=red -->')
+    problems = check_claims(bad, summaries)
+    assert len(problems) == 4
+    assert "not 0" in problems[0] and "matches no comparison" in problems[1]
+    assert "'not confirmed'" in problems[2] and "unknown key" in problems[3]
+    pre = tmp_path / "pre.md"
+    pre.write_text("Nothing beats Mixup. <!-- claim suite=hyp minus=Mixup verdict=beats "
+                   "count=0 -->\n")
+    with pytest.raises(ConfigError, match="claims the report's tables do not bear out"):
+        write_report(tmp_path, out=tmp_path / "o", document=tmp_path / "R.md", preamble=pre,
+                     plots=False)

@@ -3,18 +3,30 @@
 ``docs/results/report.md`` must be exactly what ``mixupe report results`` renders from the
 suite manifests and packs committed in ``results/`` (configs, results, per-epoch records), and
 every ``mean ± half`` figure that the hand-written parts (the preamble of docs/RESULTS.md and
-the README) quote must appear in that report. A rerun that changes a number, or an edit to a
-quote, fails here until the pages are regenerated (``make results``).
+the README) quote must appear in that report. Verdict claims in prose ("no arm beats X",
+"only Y survives") carry a ``<!-- claim ... -->`` comment that is re-judged here from the
+tables (:func:`mixupe.bench.report.check_claims`), and the regime search's counts quoted in
+the preamble are re-derived from the suite manifests. A rerun that changes a number or a
+verdict, or an edit to a quote, fails here until the pages are regenerated (``make results``).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 
-from mixupe.bench.report import GENERATED_MARK, render_markdown, stale_quotes
+from mixupe.bench.report import (
+    GENERATED_MARK,
+    check_claims,
+    regime_search,
+    render_markdown,
+    stale_quotes,
+)
 from mixupe.bench.summary import summarize
+from mixupe.data.registry import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results"
@@ -24,17 +36,74 @@ pytestmark = pytest.mark.skipif(not (RUNS.is_dir() and REPORT.is_file()),
                                 reason="the study's run logs or report are not in this checkout")
 
 
-def test_committed_report_is_what_the_run_logs_render():
-    text = render_markdown(summarize(RUNS))
+@pytest.fixture(scope="module")
+def summaries():
+    return summarize(RUNS)
+
+
+def _preamble() -> str:
+    results = (ROOT / "docs" / "RESULTS.md").read_text(encoding="utf-8")
+    assert results.startswith(GENERATED_MARK)
+    return results.split("## The generated report")[0]
+
+
+def test_committed_report_is_what_the_run_logs_render(summaries):
+    text = render_markdown(summaries)
     committed = REPORT.read_text(encoding="utf-8").split("\n## Plots\n")[0]
     assert committed.rstrip() == text.rstrip()
 
 
 def test_hand_written_quotes_are_in_the_report():
     report = REPORT.read_text(encoding="utf-8")
-    results = (ROOT / "docs" / "RESULTS.md").read_text(encoding="utf-8")
-    assert results.startswith(GENERATED_MARK)
-    preamble = results.split("## The generated report")[0]
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert stale_quotes(preamble, report) == []
+    assert stale_quotes(_preamble(), report) == []
     assert stale_quotes(readme, report) == []
+
+
+def test_verdict_claims_hold_in_the_tables(summaries):
+    preamble = _preamble()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for text in (preamble, readme):
+        assert len(re.findall(r"<!--\s*claim\s", text)) >= 3  # the claims are really there
+        assert check_claims(text, summaries) == []
+
+
+def test_a_false_claim_is_caught(summaries):
+    # the claims the review found false in the earlier text
+    assert check_claims('<!-- claim suite=family minus=Mixup verdict=decided '
+                        'only="CutMix;Mixup/CutMix switch;FMix;SaliencyMix" -->', summaries)
+    assert check_claims('<!-- claim suite=converged dataset=fsdd-300 minus=Mixup '
+                        'arm="MixupE v3 (sign -1, released)" verdict=beats count=1 -->',
+                        summaries)
+
+
+NUMBER_WORDS = dict(enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven",
+                               "eight", "nine", "ten", "eleven", "twelve", "thirteen",
+                               "fourteen", "fifteen", "sixteen")))
+
+
+def test_regime_search_counts_in_the_preamble_come_from_the_manifests(summaries):
+    # independent of the report: the dataset labels of the precondition suites' manifests,
+    # grouped by the registry's domain of the dataset their runs name
+    settings: dict[str, set[str]] = {}
+    seen: dict[str, int] = {}
+    for name in ("regime", "regime-10"):
+        record = json.loads((RUNS / "_suites" / f"{name}.json").read_text(encoding="utf-8"))
+        assert record["precondition"] == ["Mixup", "ERM"]
+        for cell in record["cells"]:
+            if cell["arm"] != "ERM":
+                continue
+            run = next(iter(cell["points"][0]["runs"].values()))
+            domain = describe(run.split("/")[0])["domain"]
+            settings.setdefault(domain, set()).add(cell["dataset"])
+            seen[cell["dataset"]] = seen.get(cell["dataset"], 0) + 1
+    derived = regime_search(summaries)
+    assert {d: set(v) for d, v in derived.items()} == settings
+    block = _preamble().split("<!-- regime counts -->")[1].split("<!-- /regime counts -->")[0]
+    block = " ".join(block.split())
+    total = sum(len(v) for v in settings.values())
+    assert block.startswith(f"{NUMBER_WORDS[total].capitalize()} settings were tried")
+    for domain, labels in settings.items():
+        assert f"{domain} {len(labels)} (" in block
+    reruns = sum(1 for n in seen.values() if n > 1)
+    assert f"{reruns} of them were run again with 10 seeds" in block

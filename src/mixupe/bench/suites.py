@@ -9,6 +9,12 @@ A suite is datasets x arms (methods) x hyper-parameter grids x seeds::
     baseline = "Mixup"             # arm the paired differences are taken against
     contrasts = [["MixupE v3", "Mixup"]]   # extra paired comparisons "A minus B" to report
     precondition = ["Mixup", "ERM"]        # report whether A beats B at convergence
+    [[hypotheses]]                 # optional, pre-registered: "arm direction baseline"
+    id = "H1"
+    dataset = "digits"             # a dataset label, or a list of them
+    arm = "MixupE v3"              # an arm label, or a list of them (one comparison each)
+    baseline = "Mixup"
+    direction = ">"                # one of >, <, >=, <=, =
     [defaults]                     # TrainConfig fields for every run
     epochs = 5
     [[datasets]]
@@ -76,6 +82,7 @@ __all__ = [
     "DatasetSpec",
     "EqualCompute",
     "GridPoint",
+    "Hypothesis",
     "Suite",
     "builtin_suites",
     "expand",
@@ -91,7 +98,9 @@ __all__ = [
 ]
 
 _SUITE_KEYS = {"name", "description", "seeds", "selection_seeds", "baseline", "contrasts",
-               "precondition", "defaults", "datasets", "arms"}
+               "precondition", "hypotheses", "defaults", "datasets", "arms"}
+_HYPOTHESIS_KEYS = {"id", "dataset", "arm", "baseline", "direction", "text"}
+_DIRECTIONS = (">", "<", ">=", "<=", "=")
 MANIFEST_DIR = "_suites"
 
 
@@ -163,6 +172,37 @@ class ArmSpec:
 
 
 @dataclass(frozen=True)
+class Hypothesis:
+    """A pre-registered hypothesis: ``arm direction baseline`` on each dataset listed.
+
+    Each (dataset, arm) pair is one comparison (arm minus baseline, paired over seeds); the
+    report judges every comparison of every hypothesis of the suite as one Holm family.
+    """
+
+    id: str
+    datasets: tuple[str, ...]
+    arms: tuple[str, ...]
+    baseline: str
+    direction: str
+    text: str = ""
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Hypothesis:
+        """Read back :meth:`to_dict` (a manifest entry)."""
+        def tup(v: Any) -> tuple[str, ...]:
+            return (v,) if isinstance(v, str) else tuple(str(x) for x in v)
+
+        return cls(str(record["id"]), tup(record["dataset"]), tup(record["arm"]),
+                   str(record["baseline"]), str(record["direction"]),
+                   str(record.get("text", "")))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest form (lists, as in the TOML)."""
+        return {"id": self.id, "dataset": list(self.datasets), "arm": list(self.arms),
+                "baseline": self.baseline, "direction": self.direction, "text": self.text}
+
+
+@dataclass(frozen=True)
 class Suite:
     """A parsed suite. ``seeds`` are reported; ``selection_seeds`` choose among grid points."""
 
@@ -176,6 +216,7 @@ class Suite:
     arms: tuple[ArmSpec, ...]
     contrasts: tuple[tuple[str, str], ...] = ()  # (A, B): the report shows A minus B, paired
     precondition: tuple[str, str] | None = None  # (A, B): does A beat B at convergence?
+    hypotheses: tuple[Hypothesis, ...] = ()  # pre-registered, judged by the report
 
 
 @dataclass(frozen=True)
@@ -393,10 +434,62 @@ def parse_suite(data: Mapping[str, Any], *, source: str = "suite") -> Suite:
                           f"that chooses among grid points would report no seed (selection "
                           f"seeds are left out of the reported statistics); add reported "
                           f"seeds to `seeds` or list other `selection_seeds`")
+    hypotheses = _parse_hypotheses(data.get("hypotheses", []), datasets=datasets, arms=arms,
+                                  source=source)
     return Suite(name=name, description=str(data.get("description", "")), seeds=seeds,
                  selection_seeds=selection, baseline=baseline, defaults=defaults,
                  datasets=tuple(datasets), arms=tuple(arms), contrasts=contrasts,
-                 precondition=precondition)
+                 precondition=precondition, hypotheses=hypotheses)
+
+
+def _labels(value: Any, key: str, known: Sequence[str], where: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
+        raise ConfigError(f"{where}: {key} = {value!r} must be a label or a non-empty list of "
+                          f"labels, e.g. {known[:1]}")
+    unknown = [x for x in items if x not in known]
+    if unknown:
+        raise ConfigError(f"{where}: {key} names unknown label(s) {unknown}; use labels from "
+                          f"{list(known)}")
+    return tuple(items)
+
+
+def _parse_hypotheses(value: Any, *, datasets: Sequence[DatasetSpec], arms: Sequence[ArmSpec],
+                     source: str = "suite") -> tuple[Hypothesis, ...]:
+    """``[[hypotheses]]`` tables: id, dataset(s), arm(s), baseline, direction (and text)."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{source}: hypotheses must be [[hypotheses]] tables, got {value!r}")
+    out: list[Hypothesis] = []
+    arm_of = {a.label: a for a in arms}
+    for i, entry in enumerate(value):
+        where = f"{source} hypothesis {i}"
+        if not isinstance(entry, dict) or set(entry) - _HYPOTHESIS_KEYS:
+            extra = sorted(set(entry) - _HYPOTHESIS_KEYS) if isinstance(entry, dict) else entry
+            raise ConfigError(f"{where}: unknown key(s) {extra}; allowed: "
+                              f"{sorted(_HYPOTHESIS_KEYS)}")
+        hid = entry.get("id")
+        if not isinstance(hid, str) or not hid or any(h.id == hid for h in out):
+            raise ConfigError(f"{where}: id = {hid!r} must be a non-empty string used once, "
+                              f"e.g. id = \"H{i + 1}\"")
+        where = f"{source} hypothesis {hid}"
+        ds = _labels(entry.get("dataset"), "dataset", [d.label for d in datasets], where)
+        arm_labels = _labels(entry.get("arm"), "arm", list(arm_of), where)
+        (base,) = _labels(entry.get("baseline"), "baseline", list(arm_of), where)[:1]
+        if entry.get("direction") not in _DIRECTIONS:
+            raise ConfigError(f"{where}: direction = {entry.get('direction')!r} must be one "
+                              f"of {list(_DIRECTIONS)} (arm minus baseline)")
+        if base in arm_labels:
+            raise ConfigError(f"{where}: arm {base!r} is compared with itself; name a "
+                              f"baseline other than the arms")
+        for label in (*arm_labels, base):
+            only = arm_of[label].only
+            missing = [d for d in ds if only is not None and d not in only]
+            if missing:
+                raise ConfigError(f"{where}: arm {label!r} does not run on {missing}; list "
+                                  f"only datasets it runs on ({list(only or ())})")
+        out.append(Hypothesis(hid, ds, arm_labels, base, entry["direction"],
+                              str(entry.get("text", ""))))
+    return tuple(out)
 
 
 def _parse_follow(value: Any, where: str, settings: Mapping[str, Any],
@@ -618,6 +711,8 @@ def manifest(suite: Suite, plans: Sequence[ArmPlan], *, seeds: Sequence[int] | N
         "baseline": suite.baseline,
         "contrasts": [list(c) for c in suite.contrasts],
         **({"precondition": list(suite.precondition)} if suite.precondition else {}),
+        **({"hypotheses": [h.to_dict() for h in suite.hypotheses]} if suite.hypotheses
+           else {}),
         "datasets": [d.label for d in suite.datasets],
         "arms": [a.label for a in suite.arms],
         "cells": [

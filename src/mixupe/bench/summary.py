@@ -29,12 +29,13 @@ from typing import Any
 
 from mixupe.bench.rundirs import METRICS, RunReader, RunRecord
 from mixupe.bench.runner import cell_selections
-from mixupe.bench.suites import read_manifests
+from mixupe.bench.stats import flat_rule, outcome, side, verdict, wilcoxon_signed_rank
+from mixupe.bench.suites import Hypothesis, builtin_suites, load_suite, read_manifests
 from mixupe.engine.metrics import holm_adjust, mean_ci, paired_diff_ci, paired_t_pvalue
 from mixupe.errors import ConfigError
 
-__all__ = ["ADHOC", "CellSummary", "Paired", "Precondition", "SuiteSummary", "compare",
-           "summarize"]
+__all__ = ["ADHOC", "CellSummary", "HypothesisTest", "Paired", "Precondition", "SuiteSummary",
+           "compare", "hypothesis_outcomes", "summarize", "verdict_of"]
 
 ADHOC = "(runs outside any suite)"
 # Metrics compared seed by seed between arms (accuracy first: the Holm family is over it).
@@ -47,11 +48,14 @@ BEST = "best_acc"
 class Paired:
     """A paired comparison A minus B over the seeds both arms completed.
 
-    ``p`` is the two-sided paired t-test p-value; ``p_holm`` is Holm-adjusted over the
-    comparison's family (every arm against the baseline of the suite, or every contrast),
-    NaN where no family adjustment applies. When every paired difference is the same
-    (``degenerate``: no spread, e.g. two arms that train identically) no interval or test
-    exists: ``half`` is 0, ``p`` is NaN, and the difference is never called significant.
+    ``p`` is the two-sided paired t-test p-value and ``p_wilcoxon`` the two-sided exact
+    Wilcoxon signed-rank p-value. ``p_holm`` is ``p`` Holm-adjusted over the table-wide
+    family (every arm against the suite's baseline on every dataset, or every contrast of
+    the suite, or every comparison of the pre-registered hypotheses), ``p_dataset`` over the
+    comparisons of the same table on the same dataset; NaN where no adjustment applies.
+    When every paired difference is the same (``degenerate``: no spread, e.g. two arms that
+    train identically) no interval or test exists: ``half`` is 0, ``p`` is NaN, and the
+    difference is never called significant.
     """
 
     mean: float
@@ -60,12 +64,69 @@ class Paired:
     p: float
     p_holm: float = math.nan
     degenerate: bool = False
+    p_dataset: float = math.nan
+    p_wilcoxon: float = math.nan
 
     @property
     def excludes_zero(self) -> bool:
         """Whether the 95 % interval lies entirely on one side of zero."""
         return (not self.degenerate and math.isfinite(self.half)
                 and abs(self.mean) > self.half)
+
+
+def verdict_of(result: Mapping[str, Paired], *, family: str = "table") -> str:
+    """"beats", "costs" or "inconclusive" for one comparison (see :mod:`mixupe.bench.stats`).
+
+    ``family``: "table" judges on ``p_holm`` (every comparison of the table), "dataset" on
+    ``p_dataset`` (the table's comparisons on the same dataset). Needs the adjusted test at
+    the final epoch and at the best-validation epoch to agree on a side.
+    """
+    if family not in ("table", "dataset"):
+        raise ConfigError(f"family={family!r} must be 'table' or 'dataset'")
+    pair = []
+    for metric in ("acc", BEST):
+        r = result.get(metric)
+        if r is None or r.degenerate:
+            return "inconclusive"
+        pair.append((r.mean, r.p_holm if family == "table" else r.p_dataset))
+    return verdict(pair[0], pair[1])
+
+
+@dataclass(frozen=True)
+class HypothesisTest:
+    """One comparison of a pre-registered hypothesis: ``arm`` minus ``baseline`` on ``dataset``.
+
+    ``result`` holds final-epoch ("acc") and best-validation-epoch test accuracy, with
+    ``p_holm`` adjusted over every comparison of the suite's hypotheses (one family per epoch).
+    """
+
+    hypothesis: Hypothesis
+    dataset: str
+    arm: str
+    result: dict[str, Paired]
+
+    def side(self, metric: str) -> int | None:
+        """+1 / -1 / 0 after adjustment (see :func:`mixupe.bench.stats.side`); None: not run."""
+        r = self.result.get(metric)
+        if r is None or (not math.isfinite(r.half) and not r.degenerate):
+            return None
+        return side(r.mean, r.p_holm, degenerate=r.degenerate)
+
+    @property
+    def outcome(self) -> str:
+        """confirmed / not confirmed / reversed / pending."""
+        return outcome(self.hypothesis.direction, self.side("acc"), self.side(BEST))
+
+
+def hypothesis_outcomes(tests: Sequence[HypothesisTest]) -> dict[str, str]:
+    """Per hypothesis id: "confirmed" when every comparison is, "reversed" when every one is,
+    "pending" while one is not measured, else "not confirmed"."""
+    out: dict[str, str] = {}
+    for hid in dict.fromkeys(t.hypothesis.id for t in tests):
+        found = {t.outcome for t in tests if t.hypothesis.id == hid}
+        out[hid] = (next(iter(found)) if len(found) == 1
+                    else "pending" if "pending" in found else "not confirmed")
+    return out
 
 
 @dataclass
@@ -96,7 +157,9 @@ class CellSummary:
     selection_pending: int = 0  # grid points whose selection runs have not all finished
     grid: list[tuple[dict[str, Any], float]] = field(default_factory=list)  # params, sel. score
     val_spread: float = math.nan  # sd over seeds of the chosen point's final val accuracy
-    late_gain: tuple[float, float] = (math.nan, math.nan)  # see Precondition
+    val: dict[int, float] = field(default_factory=dict)  # seed -> final validation accuracy
+    late_gains: dict[int, float] = field(default_factory=dict)  # seed -> late val gain
+    late_gain: tuple[float, float] = (math.nan, math.nan)  # mean ± 95 % half over seeds
     runs: int = 0
     wall_s: float = 0.0
     chosen_wall_s: float = math.nan  # mean wall time of the chosen point's reported runs
@@ -115,21 +178,23 @@ class CellSummary:
 
     @property
     def flat(self) -> bool | None:
-        """Whether validation accuracy is flat at the end (None: too few epochs or seeds)."""
-        gain, noise = self.late_gain
-        if not (math.isfinite(gain) and math.isfinite(noise)):
-            return None
-        return abs(gain) <= noise
+        """Whether validation accuracy is flat at the end (None: too few epochs or seeds).
+
+        The late gain (per seed: mean validation accuracy over the last tenth of epochs
+        minus the tenth before) has a 95 % interval over seeds; flat when that interval
+        includes zero or lies below 0.2 pp (:func:`mixupe.bench.stats.flat_rule`).
+        """
+        return flat_rule(*self.late_gain)
 
 
 @dataclass(frozen=True)
 class Precondition:
     """Whether arm ``a`` beats arm ``b`` at convergence on a dataset (the regime search).
 
-    Met when the paired test-accuracy difference ``a - b`` has a 95 % interval above zero
-    and both arms' validation accuracy is flat over the last 20 % of epochs: the mean over
-    seeds of (mean validation accuracy over the last 10 % of epochs minus that over the 10 %
-    before) lies within the seed standard deviation of the final validation accuracy.
+    Judged on VALIDATION data only, never test: ``diff`` is the paired difference of
+    final-epoch validation accuracy ``a - b`` over the reported seeds (the runs that did not
+    choose ``a``'s hyper-parameters). Met when its 95 % interval lies above zero and both
+    arms are flat (:attr:`CellSummary.flat`).
     """
 
     dataset: str
@@ -160,6 +225,8 @@ class SuiteSummary:
     # (dataset, A, B) -> metric -> A minus B, for every contrast the suite declares
     contrast_results: dict[tuple[str, str, str], dict[str, Paired]] = field(default_factory=dict)
     precondition_arms: tuple[str, str] | None = None
+    hypotheses: list[Hypothesis] = field(default_factory=list)
+    hypothesis_tests: list[HypothesisTest] = field(default_factory=list)
 
     def cell(self, dataset: str, arm: str) -> CellSummary | None:
         """The cell of ``dataset`` x ``arm``, if the suite has it."""
@@ -180,7 +247,7 @@ class SuiteSummary:
         for dataset in self.datasets:
             a, b = self.cell(dataset, a_label), self.cell(dataset, b_label)
             if a is not None and b is not None:
-                out.append(Precondition(dataset, a, b, compare(a, b).get("acc")))
+                out.append(Precondition(dataset, a, b, paired(a.val, b.val)))
         return out
 
 
@@ -216,16 +283,16 @@ def _pool_reliability(records: Sequence[RunRecord]) -> dict[str, list[float]] | 
     }
 
 
-def _late_gain(curves: Sequence[Sequence[float]]) -> float:
-    """Mean over seeds of (mean val acc over the last 10 % of epochs minus the 10 % before)."""
-    gains = []
-    for curve in curves:
+def _late_gains(curves: Mapping[int, Sequence[float]]) -> dict[int, float]:
+    """Per seed: mean val acc over the last 10 % of epochs minus the mean over the 10 % before."""
+    gains = {}
+    for seed, curve in curves.items():
         k = max(1, round(0.1 * len(curve)))
         if len(curve) < 2 * k or len(curve) < 4:
             continue
         last, before = curve[-k:], curve[-2 * k:-k]
-        gains.append(sum(last) / k - sum(before) / k)
-    return sum(gains) / len(gains) if gains else math.nan
+        gains[seed] = sum(last) / k - sum(before) / k
+    return gains
 
 
 def _summarize_cell(reader: RunReader, cell: Mapping[str, Any], sel: Any) -> CellSummary:
@@ -274,11 +341,13 @@ def _summarize_cell(reader: RunReader, cell: Mapping[str, Any], sel: Any) -> Cel
     out.config_name = re.sub(r"-?seed\d+-[0-9a-f]+$", "", first.name).rstrip("/")
     out.curves = {s: r.curve("val", "acc") for s, r in complete.items()}
     out.epochs = max((len(c) for c in out.curves.values()), default=0)
-    vals = [r.final("val").get("acc") for r in complete.values()]
-    vals = [float(v) for v in vals if isinstance(v, int | float) and math.isfinite(v)]
-    if len(vals) >= 2:
-        out.val_spread = statistics.stdev(vals)
-    out.late_gain = (_late_gain(list(out.curves.values())), out.val_spread)
+    vals = {s: r.final("val").get("acc") for s, r in complete.items()}
+    out.val = {s: float(v) for s, v in vals.items()
+               if isinstance(v, int | float) and math.isfinite(v)}
+    if len(out.val) >= 2:
+        out.val_spread = statistics.stdev(out.val.values())
+    out.late_gains = _late_gains(out.curves)
+    out.late_gain = _ci([out.late_gains[s] for s in sorted(out.late_gains)])
     walls = [r.wall_s for r in complete.values()]
     out.chosen_wall_s = sum(walls) / len(walls) if walls else math.nan
     out.reliability = _pool_reliability(list(complete.values()))
@@ -297,32 +366,48 @@ def _summarize_cell(reader: RunReader, cell: Mapping[str, Any], sel: Any) -> Cel
     return out
 
 
+def paired(a: Mapping[int, float], b: Mapping[int, float]) -> Paired | None:
+    """``a`` minus ``b`` (seed -> value) over their shared seeds; None without a shared seed."""
+    seeds = sorted(set(a) & set(b))
+    va, vb = [a[s] for s in seeds], [b[s] for s in seeds]
+    d = [x - y for x, y in zip(va, vb, strict=True)]
+    if len(d) >= 2 and max(d) - min(d) <= 1e-12 * max(1.0, abs(d[0])):
+        return Paired(math.fsum(d) / len(d), 0.0, len(d), math.nan, degenerate=True)
+    if len(d) >= 2:
+        mean, half = paired_diff_ci(va, vb)
+        return Paired(float(mean), float(half), len(d), paired_t_pvalue(va, vb),
+                      p_wilcoxon=wilcoxon_signed_rank(d))
+    if len(d) == 1:
+        return Paired(d[0], math.nan, 1, math.nan)
+    return None
+
+
 def compare(a: CellSummary, b: CellSummary) -> dict[str, Paired]:
     """A minus B for every paired metric (and best-epoch accuracy), over shared seeds."""
     out: dict[str, Paired] = {}
     for metric in (*PAIRED_METRICS, BEST):
-        if metric not in a.test or metric not in b.test:
-            continue
-        seeds = sorted(set(a.test[metric]) & set(b.test[metric]))
-        va = [a.test[metric][s] for s in seeds]
-        vb = [b.test[metric][s] for s in seeds]
-        d = [x - y for x, y in zip(va, vb, strict=True)]
-        if len(d) >= 2 and max(d) - min(d) <= 1e-12 * max(1.0, abs(d[0])):
-            out[metric] = Paired(math.fsum(d) / len(d), 0.0, len(d), math.nan, degenerate=True)
-        elif len(d) >= 2:
-            mean, half = paired_diff_ci(va, vb)
-            out[metric] = Paired(float(mean), float(half), len(d), paired_t_pvalue(va, vb))
-        elif len(d) == 1:
-            out[metric] = Paired(d[0], math.nan, 1, math.nan)
+        if metric in a.test and metric in b.test:
+            result = paired(a.test[metric], b.test[metric])
+            if result is not None:
+                out[metric] = result
     return out
 
 
-def _with_holm(results: Sequence[dict[str, Paired]], metric: str) -> None:
+def _with_holm(results: Sequence[dict[str, Paired]], metric: str, *,
+               field_name: str = "p_holm") -> None:
     """Holm-adjust the p-values of ``metric`` over one family of comparisons, in place."""
     idx = [i for i, r in enumerate(results) if metric in r]
     adjusted = holm_adjust([results[i][metric].p for i in idx])
     for i, q in zip(idx, adjusted, strict=True):
-        results[i][metric] = dataclasses.replace(results[i][metric], p_holm=q)
+        results[i][metric] = dataclasses.replace(results[i][metric], **{field_name: q})
+
+
+def _holm_families(rows: Sequence[tuple[str, dict[str, Paired]]]) -> None:
+    """Holm over the whole table (``p_holm``) and over each dataset's rows (``p_dataset``)."""
+    for metric in ("acc", BEST):
+        _with_holm([r for _, r in rows], metric)
+        for dataset in dict.fromkeys(d for d, _ in rows):
+            _with_holm([r for d, r in rows if d == dataset], metric, field_name="p_dataset")
 
 
 def _paired_differences(summary: SuiteSummary) -> None:
@@ -338,8 +423,7 @@ def _paired_differences(summary: SuiteSummary) -> None:
                     continue
                 cell.paired = compare(cell, base)
                 family.append(cell)
-        for metric in ("acc", BEST):
-            _with_holm([c.paired for c in family], metric)
+        _holm_families([(c.dataset, c.paired) for c in family])
     contrast_results = {}
     for dataset in summary.datasets:
         for a_label, b_label in summary.contrasts:
@@ -349,8 +433,7 @@ def _paired_differences(summary: SuiteSummary) -> None:
             compared = compare(a, b)
             if compared:
                 contrast_results[(dataset, a_label, b_label)] = compared
-    for metric in ("acc", BEST):
-        _with_holm(list(contrast_results.values()), metric)
+    _holm_families([(d, r) for (d, _, _), r in contrast_results.items()])
     summary.contrast_results = contrast_results
 
 
@@ -372,7 +455,34 @@ def _summarize_manifest(reader: RunReader, record: Mapping[str, Any]) -> SuiteSu
                            contrasts=[(str(a), str(b)) for a, b in record.get("contrasts", [])],
                            precondition_arms=(str(pre[0]), str(pre[1])) if pre else None)
     _paired_differences(summary)
+    summary.hypotheses = _hypotheses(record)
+    summary.hypothesis_tests = _hypothesis_tests(summary)
     return summary
+
+
+def _hypotheses(record: Mapping[str, Any]) -> list[Hypothesis]:
+    """The manifest's pre-registered hypotheses; a manifest written before hypotheses were
+    recorded takes them from the built-in suite file of the same name."""
+    if "hypotheses" in record:
+        return [Hypothesis.from_dict(h) for h in record["hypotheses"]]
+    name = str(record["suite"])
+    if name in builtin_suites():
+        return list(load_suite(name).hypotheses)
+    return []
+
+
+def _hypothesis_tests(summary: SuiteSummary) -> list[HypothesisTest]:
+    """Every comparison of every hypothesis, Holm over all of them (per epoch)."""
+    tests = []
+    for h in summary.hypotheses:
+        for dataset in h.datasets:
+            for arm in h.arms:
+                a, b = summary.cell(dataset, arm), summary.cell(dataset, h.baseline)
+                result = compare(a, b) if a is not None and b is not None else {}
+                tests.append(HypothesisTest(h, dataset, arm, result))
+    for metric in ("acc", BEST):
+        _with_holm([t.result for t in tests], metric)
+    return tests
 
 
 def _adhoc_summary(reader: RunReader, names: Sequence[str]) -> SuiteSummary:

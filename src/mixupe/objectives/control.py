@@ -1,9 +1,12 @@
 """The study's control arm: a mixing loss plus a plain cross-entropy on the clean batch.
 
-MixupE version 4 with the released sign has exactly the gradient of ``L_mix + eta c CE(clean)``
-(its score's gradient with respect to the logits is that of the clean cross-entropy), and
-version 3 with that sign approximately so. A MixupE gain that this control matches is a gain of
-"Mixup plus some ERM", not of the directional-derivative idea; only a gain beyond it is.
+MixupE version 4 with the released sign and ``rescale=False`` has exactly the gradient of
+``L_mix + eta c CE(clean)`` (its score's gradient with respect to the logits is that of the
+clean cross-entropy), and version 3 with that sign approximately so. With the published rescale
+(``rescale=True``, MixupE's default) the loss is multiplied by ``|L_mix| / |L|`` (no gradient
+through the factor), so v4's gradient is this control's only up to a factor that changes from
+step to step. A MixupE gain that this control matches is a gain of "Mixup plus some ERM", not
+of the directional-derivative idea; only a gain beyond it is.
 
 Example:
     >>> import torch
