@@ -464,3 +464,16 @@ def test_claims_are_checked_against_the_tables(tmp_path: Path):
     with pytest.raises(ConfigError, match="claims the report's tables do not bear out"):
         write_report(tmp_path, out=tmp_path / "o", document=tmp_path / "R.md", preamble=pre,
                      plots=False)
+
+
+def test_a_hypothesis_measured_on_part_of_its_seeds_is_pending():
+    from mixupe.bench.suites import Hypothesis
+    from mixupe.bench.summary import HypothesisTest, Paired
+
+    h = Hypothesis(id="H", datasets=("d",), arms=("A",), baseline="B", direction=">")
+    clear = {m: Paired(mean=2.0, half=0.5, n=2, p=1e-4, p_holm=1e-4) for m in ("acc", BEST)}
+    # a clear positive difference on 2 of 10 pre-registered seeds is not yet a verdict ...
+    assert HypothesisTest(h, "d", "A", clear, seeds=10).outcome == "pending"
+    # ... and the same difference on every seed is
+    full = {m: Paired(mean=2.0, half=0.5, n=10, p=1e-4, p_holm=1e-4) for m in ("acc", BEST)}
+    assert HypothesisTest(h, "d", "A", full, seeds=10).outcome == "confirmed"

@@ -104,11 +104,14 @@ class HypothesisTest:
     dataset: str
     arm: str
     result: dict[str, Paired]
+    seeds: int = 0  # reported seeds of the suite: fewer paired seeds is still "pending"
 
     def side(self, metric: str) -> int | None:
-        """+1 / -1 / 0 after adjustment (see :func:`mixupe.bench.stats.side`); None: not run."""
+        """+1 / -1 / 0 after adjustment (see :func:`mixupe.bench.stats.side`); None: not run,
+        or not yet on every reported seed (a verdict on part of the seeds is not the one
+        pre-registered)."""
         r = self.result.get(metric)
-        if r is None or (not math.isfinite(r.half) and not r.degenerate):
+        if r is None or (not math.isfinite(r.half) and not r.degenerate) or r.n < self.seeds:
             return None
         return side(r.mean, r.p_holm, degenerate=r.degenerate)
 
@@ -479,7 +482,8 @@ def _hypothesis_tests(summary: SuiteSummary) -> list[HypothesisTest]:
             for arm in h.arms:
                 a, b = summary.cell(dataset, arm), summary.cell(dataset, h.baseline)
                 result = compare(a, b) if a is not None and b is not None else {}
-                tests.append(HypothesisTest(h, dataset, arm, result))
+                tests.append(HypothesisTest(h, dataset, arm, result,
+                                            seeds=len(summary.seeds)))
     for metric in ("acc", BEST):
         _with_holm([t.result for t in tests], metric)
     return tests
