@@ -93,7 +93,7 @@ def test_its_first_line_says_what_it_needs_and_the_dry_run_lists_the_stages() ->
     first = done.stdout.splitlines()[0]
     assert "needs a CUDA GPU" in first and "CUDA build of torch" in first
     stages = [line for line in done.stdout.splitlines() if line.startswith("=== ")]
-    assert len(stages) == 6 and any("fp16" in s for s in stages)
+    assert len(stages) == 7 and any("fp16" in s for s in stages)
     assert any("deterministic" in s for s in stages)
 
 

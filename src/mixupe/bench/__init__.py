@@ -1,8 +1,9 @@
 """Benchmark suites (TOML), the resumable runner, the statistics report and its plots.
 
 >>> from mixupe.bench import load_suite, builtin_suites
->>> builtin_suites()
-['clean-fraction', 'converged', 'family', 'full', 'images', 'quick', 'regime', 'regime-10', 'smoke']
+>>> builtin_suites()  # doctest: +NORMALIZE_WHITESPACE
+['clean-fraction', 'converged', 'converged-confirm', 'family', 'full', 'images',
+ 'paper-cifar', 'quick', 'regime', 'regime-10', 'scale', 'smoke']
 """
 
 from __future__ import annotations
