@@ -168,6 +168,72 @@ def test_fgsm_perturbs_graph_node_features() -> None:
     assert torch.equal(batch.x, Batch.from_data_list(graphs).x)  # input left unmodified
 
 
+def _one_hot_graphs(g: torch.Generator, continuous: bool):
+    """Three graphs whose node features are one-hot columns (a flag too), plus one
+    continuous column when asked."""
+    from torch_geometric.data import Batch, Data
+
+    graphs = []
+    for n in (3, 4, 2):
+        cols = [torch.nn.functional.one_hot(torch.randint(0, 3, (n,), generator=g), 3).double(),
+                torch.randint(0, 2, (n, 1), generator=g).double()]
+        if continuous:
+            cols.append(torch.randn(n, 1, generator=g, dtype=torch.float64))
+        graphs.append(Data(x=torch.cat(cols, 1), edge_index=torch.zeros(2, 0, dtype=torch.long)))
+    return Batch.from_data_list(graphs)
+
+
+class _PoolLinear(torch.nn.Module):
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(features)
+        self.lin = torch.nn.Linear(features, 3).double()
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randn(3, features, generator=g, dtype=torch.float64))
+
+    def forward(self, b) -> torch.Tensor:
+        from torch_geometric.nn import global_mean_pool
+
+        return self.lin(global_mean_pool(b.x, b.batch))
+
+
+@pytest.mark.needs("torch_geometric")
+def test_fgsm_leaves_one_hot_graph_features_alone() -> None:
+    """Issue 23.13: the attack moved one-hot molecule features off {0, 1} by eps. Only the
+    continuous column moves, by eps times the sign of its gradient (closed form)."""
+    g = torch.Generator().manual_seed(6)
+    batch, y = _one_hot_graphs(g, continuous=True), torch.tensor([0, 2, 1])
+    model = _PoolLinear(5)
+    adv = fgsm_perturb(model, batch, y, 0.2)
+    with torch.no_grad():
+        p = model(batch).softmax(1)
+        direction = ((p - torch.nn.functional.one_hot(y, 3).double()) @ model.lin.weight).sign()
+    expected = batch.x.clone()
+    expected[:, 4] += 0.2 * direction[batch.batch, 4]
+    assert torch.allclose(adv.x, expected)
+
+
+@pytest.mark.needs("torch_geometric")
+def test_fgsm_on_all_one_hot_graph_features_is_refused_and_not_reported() -> None:
+    from mixupe.engine.trainer import evaluate
+
+    g = torch.Generator().manual_seed(7)
+    batch, y = _one_hot_graphs(g, continuous=False), torch.tensor([0, 2, 1])
+    model = _PoolLinear(4)
+    with pytest.raises(InputError, match=r"FGSM is undefined.*0/1 \(one-hot"):
+        fgsm_perturb(model, batch, y, 0.1)
+
+    from mixupe.data.splits import GraphSplit
+
+    graphs = batch.to_data_list()
+    for graph, label in zip(graphs, y, strict=True):
+        graph.y = label.reshape(1)
+    split = GraphSplit(graphs)
+    with pytest.warns(UserWarning, match=r"FGSM accuracy is not reported.*one-hot"):
+        out = evaluate(model, split, fgsm_eps=0.1)
+    assert "fgsm_acc" not in out and "acc" in out
+
+
 def test_fgsm_errors() -> None:
     model = _linear_model()
     x, y = torch.zeros(2, 5, dtype=torch.float64), torch.tensor([0, 1])

@@ -314,19 +314,104 @@ def test_jvp_running_statistics_update_like_pytorch():
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
-class Attention(nn.Module):
-    def __init__(self) -> None:
+class Softmaxed(nn.Module):
+    """Linear, then ``op`` over the last axis, then a head (a mean over positions for 3-d x)."""
+
+    def __init__(self, op) -> None:
         super().__init__()
-        self.encoder = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True)
+        self.body, self.head, self.op = nn.Linear(4, 4), nn.Linear(4, K), op
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.op(self.body(x))
+        return self.head(h.mean(1) if h.dim() == 3 else h)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with a padding mask and its weights, or PyTorch's encoder layer
+    (fused attention kernel, LayerNorm, softmax)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "encoder":
+            self.block = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True)
+        else:
+            self.block = nn.MultiheadAttention(4, 2, batch_first=True)
         self.head = nn.Linear(4, K)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x).mean(1))
+        if self.kind == "encoder":
+            return self.head(self.block(x).mean(1))
+        padding = torch.zeros(x.shape[:2], dtype=torch.bool)
+        padding[::2, -1] = True  # every other sample ignores its last position
+        out, weights = self.block(x, x, x, key_padding_mask=padding, need_weights=True,
+                                  average_attn_weights=False)
+        return self.head(out.mean(1) + weights.mean((1, 2))[:, :1])
+
+
+def sdpa_causal(t: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.scaled_dot_product_attention(t, t, t, is_causal=True)
+
+
+SOFTMAX_MODELS = {
+    "softmax": lambda: Softmaxed(lambda t: torch.softmax(t, -1)),
+    "log_softmax": lambda: Softmaxed(lambda t: t.log_softmax(-1)),
+    "softmin": lambda: Softmaxed(lambda t: torch.nn.functional.softmin(t, -1)),
+    "logsumexp": lambda: Softmaxed(lambda t: t - t.logsumexp(-1, keepdim=True)),
+    "layer_norm": lambda: Softmaxed(nn.LayerNorm(4)),
+    "glu": lambda: Softmaxed(lambda t: torch.cat([torch.nn.functional.glu(t, -1)] * 2, -1)),
+    "sdpa_causal": lambda: Softmaxed(sdpa_causal),
+    "mha_masked": lambda: Attention("mha"),
+    "encoder": lambda: Attention("encoder"),
+    "encoder_eval": lambda: Attention("encoder").eval(),
+}
+
+
+@pytest.mark.parametrize("model_kind", list(SOFTMAX_MODELS))
+def test_jvp_through_softmax_and_attention_equals_vjp_and_finite_differences(model_kind):
+    """PyTorch's forward-mode rules for softmax/log_softmax/logsumexp (an in-place write into
+    a saved tensor), layer_norm (wrong parameter gradients) and the fused attention kernels
+    (none) fail under the jvp loss; their elementary forms give the vjp path's gradient and
+    central differences of the loss written by hand (float64, no sample interaction)."""
+    torch.manual_seed(0)
+    base = seeded(SOFTMAX_MODELS[model_kind](), scale=0.7)
+    x = randn(6, 4, seed=1) if model_kind in ("softmax", "layer_norm", "glu") else \
+        randn(6, 5, 4, seed=1)
+    xbar = randn(*x.shape[1:], seed=9) * 0.3
+    grads_by = {}
+    for derivative in ("vjp", "jvp"):
+        net = copy.deepcopy(base)
+        obj = mixupe.MixupE(mixing=mixupe.Mixup(alpha=ALPHA, num_classes=K), version=1,
+                            eta=2.0, threshold=None, rescale=False, derivative=derivative)
+        obj.set_data_mean(xbar)
+        obj(net, x, Y, lam=LAM, perm=PERM).loss.backward()
+        grads_by[derivative] = _flat_grad(net)
+    torch.testing.assert_close(grads_by["jvp"], grads_by["vjp"], rtol=1e-7, atol=1e-10)
+    net = copy.deepcopy(base)
+    with torch.no_grad():
+        _, r0 = version1_by_hand(net, x, xbar, eta=2.0, fused=False)
+    direction = torch.randn(grads_by["jvp"].shape, generator=gen(3), dtype=torch.float64)
+    values = []
+    for sign in (1, -1):
+        _shift(net, direction, sign * 1e-4)
+        with torch.no_grad():
+            values.append(float(version1_by_hand(net, x, xbar, eta=2.0, fused=False, r0=r0)[0]))
+        _shift(net, direction, -sign * 1e-4)
+    numeric = (values[0] - values[1]) / 2e-4
+    assert float(grads_by["jvp"] @ direction) == pytest.approx(numeric, rel=1e-6, abs=1e-8)
 
 
 def test_forward_ad_gaps_in_pytorch_say_to_use_vjp():
-    net = Attention().eval()  # eval mode takes PyTorch's fused attention kernel
-    x = torch.randn(6, 5, 4, generator=gen(1))
+    class Distances(nn.Module):  # torch.cdist has no forward-mode rule in PyTorch
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.head = nn.Linear(4, 4), nn.Linear(5, K)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.body(x)
+            return self.head(torch.cdist(h, h).mean(1))
+
+    net, x = Distances(), torch.randn(6, 5, 4, generator=gen(1))
     obj = mixupe.MixupE(mixing=mixupe.Mixup(alpha=ALPHA, num_classes=K), version=1,
                         derivative="jvp")
     obj.set_data_mean(torch.zeros(5, 4))
@@ -335,6 +420,17 @@ def test_forward_ad_gaps_in_pytorch_say_to_use_vjp():
     vjp = mixupe.MixupE(mixing=mixupe.Mixup(alpha=ALPHA, num_classes=K), version=1)
     vjp.set_data_mean(torch.zeros(5, 4))
     assert vjp(net, x, Y).loss.isfinite()
+
+
+def test_jvp_refuses_attention_options_it_does_not_cover():
+    net = nn.MultiheadAttention(4, 2, add_zero_attn=True, batch_first=True)
+    head = nn.Linear(4, K)
+    obj = mixupe.MixupE(mixing=mixupe.Mixup(alpha=ALPHA, num_classes=K), version=1,
+                        derivative="jvp")
+    obj.set_data_mean(torch.zeros(5, 4))
+    model = lambda x: head(net(x, x, x)[0].mean(1))  # noqa: E731
+    with pytest.raises(mixupe.ConfigError, match=r"add_zero_attn.*derivative='vjp'"):
+        obj(model, torch.randn(6, 5, 4, generator=gen(1)), Y)
 
 
 @pytest.mark.parametrize("version", [1, 2, 3, 4])

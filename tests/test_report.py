@@ -266,6 +266,22 @@ def test_runs_outside_suites_are_grouped_by_config(tmp_path: Path):
     assert "| 60.0 |" in render_markdown([summary])  # one seed: the mean without an interval
 
 
+def test_cost_column_without_a_baseline_is_seconds_under_a_seconds_header(tmp_path: Path):
+    """Outside suites there is no baseline: the header says s/run alone (not "x baseline")
+    and the cell is the mean wall time in seconds, to a tenth."""
+    walls = (2.34, 3.02)
+    for seed, wall in enumerate(walls):
+        cfg = TrainConfig(dataset="digits", method="mixup", alpha=0.4, epochs=2, seed=seed)
+        write_run(tmp_path, cfg, val_acc=0.7, test={m: 0.8 for m in METRICS}, epochs=2,
+                  wall=wall)
+    (summary,) = summarize(tmp_path)
+    text = render_suite(summary)
+    header = next(line for line in text.splitlines() if line.startswith("| Dataset |"))
+    assert header.endswith("| Failed/runs | s/run |"), header
+    row = next(line for line in text.splitlines() if line.startswith("| digits |"))
+    assert row.endswith(f"| {sum(walls) / 2:.1f} |"), row
+
+
 def test_partial_run_is_not_reported_as_complete(tmp_path: Path):
     cfg = TrainConfig(dataset="digits", epochs=3)
     write_run(tmp_path, cfg, val_acc=0.7, test={m: 0.5 for m in METRICS}, partial=True)

@@ -81,7 +81,8 @@ FIELD_HELP: dict[str, str] = {
     "model_options": "KEY=VALUE option for the model builder (repeatable; VALUE parsed as JSON "
                      "when possible), e.g. width=256",
     "data_options": "KEY=VALUE option for the data loader (repeatable), e.g. subset=5000",
-    "fgsm_eps": "FGSM attack size in standardised input units for the robustness metric",
+    "fgsm_eps": ("FGSM attack size in standardised input units for the robustness metric "
+                 "(graph node-feature columns that are all 0/1, e.g. one-hot, are not attacked)"),
     "ece_bins": "number of equal-width bins of the expected calibration error",
     "val_every": "validate every N epochs (and at the last); 1: every epoch",
     "lambda_sampler": "how Beta lambdas are drawn: transform (public uniforms) or dirichlet "

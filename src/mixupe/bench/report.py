@@ -91,11 +91,12 @@ COST_NOTE = (
 
 
 def _fmt_cost(wall_s: float, base_s: float) -> str:
-    """Mean wall time of a reported run, and its ratio to the baseline arm's."""
+    """Mean wall time of a reported run, and its ratio to the baseline arm's (seconds alone,
+    to a tenth, where there is no baseline)."""
     if not math.isfinite(wall_s):
         return "–"
     if not math.isfinite(base_s) or base_s <= 0:
-        return f"{wall_s:.0f}"
+        return f"{wall_s:.1f}"
     return f"{wall_s:.0f} ({wall_s / base_s:.2f}x)"
 
 
@@ -388,7 +389,7 @@ def render_suite(summary: SuiteSummary) -> str:
     lines += [
         f"| Dataset | Arm | Chosen | Seeds | Test acc (%) | Best-epoch test acc (%) | NLL | "
         f"ECE (%) | Brier | FGSM acc (%) | Δ acc vs {base} (pp) | Failed/runs | "
-        f"s/run (x {base}) |",
+        "s/run" + (f" (x {base})" if summary.baseline else "") + " |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset in summary.datasets:

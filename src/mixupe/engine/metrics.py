@@ -30,6 +30,7 @@ __all__ = [
     "ece",
     "ece_from_bins",
     "fgsm_accuracy",
+    "fgsm_continuous_columns",
     "fgsm_perturb",
     "holm_adjust",
     "mean_ci",
@@ -132,11 +133,27 @@ def _float_input(x: Any) -> torch.Tensor:
     )
 
 
+def fgsm_continuous_columns(x: Any) -> torch.Tensor | None:
+    """The node-feature columns of a graph batch FGSM perturbs: those not all 0/1 in the batch.
+
+    One-hot and flag columns (every molecule feature, TU node labels) are categorical: a step
+    of ``eps`` "standardised units" off {0, 1} describes no input, so they are left as they
+    are. ``None`` for a tensor batch (every entry is perturbed).
+    """
+    if isinstance(x, torch.Tensor):
+        return None
+    feats = _float_input(x)
+    binary = ((feats == 0) | (feats == 1)).all(0)
+    return ~binary
+
+
 def fgsm_perturb(model: nn.Module, x: Any, y: torch.Tensor, eps: float) -> Any:
     """One signed-gradient step of size ``eps`` on the cross-entropy w.r.t. the (float) input.
 
-    For a graph batch the node features ``x.x`` are perturbed. Parameter gradients are left
-    untouched. Returns the perturbed batch (a new object; ``x`` is not modified).
+    For a graph batch the node features ``x.x`` are perturbed, in their continuous columns
+    only (:func:`fgsm_continuous_columns`); a batch without any is refused (there is no attack
+    to define). Parameter gradients are left untouched. Returns the perturbed batch (a new
+    object; ``x`` is not modified).
     """
     if isinstance(eps, bool) or not isinstance(eps, int | float) or not math.isfinite(eps) \
             or eps < 0:
@@ -145,6 +162,13 @@ def fgsm_perturb(model: nn.Module, x: Any, y: torch.Tensor, eps: float) -> Any:
     if not feats.is_floating_point():
         raise InputError(
             f"FGSM perturbs float inputs but got dtype {feats.dtype}; convert the input to float"
+        )
+    columns = fgsm_continuous_columns(x)
+    if columns is not None and not bool(columns.any()):
+        raise InputError(
+            "FGSM is undefined on these graph node features: every column is 0/1 (one-hot or "
+            "a flag), so no step off them is an input; evaluate() leaves fgsm_acc out for such "
+            "batches, or give the graphs continuous node features"
         )
     if eps == 0:
         return x
@@ -157,7 +181,8 @@ def fgsm_perturb(model: nn.Module, x: Any, y: torch.Tensor, eps: float) -> Any:
     with torch.enable_grad():
         loss = F.cross_entropy(model(batch).float(), y.long(), reduction="sum")
         (grad,) = torch.autograd.grad(loss, leaf)
-    adv = (leaf + eps * grad.sign()).detach()
+    step = grad.sign() if columns is None else grad.sign() * columns
+    adv = (leaf + eps * step).detach()
     if isinstance(x, torch.Tensor):
         return adv
     batch.x = adv

@@ -34,6 +34,7 @@ import os
 import platform
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,12 @@ from torch import nn
 from mixupe.engine import distributed as D
 from mixupe.engine.checkpoint import load_checkpoint, save_checkpoint
 from mixupe.engine.config import TrainConfig
-from mixupe.engine.metrics import calibration_bins, ece_from_bins, fgsm_perturb
+from mixupe.engine.metrics import (
+    calibration_bins,
+    ece_from_bins,
+    fgsm_continuous_columns,
+    fgsm_perturb,
+)
 from mixupe.engine.objective import build_objective, set_epoch
 from mixupe.engine.optim import build_optimizer, build_scheduler
 from mixupe.engine.rundir import RunDir
@@ -182,6 +188,12 @@ def fit_data_mean(split: Any, *, ctx: D.DistContext, batch_size: int = 1024) -> 
 
 
 # ---------------------------------------------------------------------- evaluation
+def _attackable(x: Any) -> bool:
+    """Whether FGSM perturbs anything in ``x`` (graph batches: a continuous feature column)."""
+    columns = fgsm_continuous_columns(x)
+    return columns is None or bool(columns.any())
+
+
 def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
              device: str | torch.device = "cpu", fgsm_eps: float | None = 0.03,
              ece_bins: int = 15, reliability: bool = False,
@@ -189,11 +201,13 @@ def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
     """Clean accuracy, NLL, Brier score, ECE and FGSM accuracy of ``model`` on ``split``.
 
     ``fgsm_eps=None`` skips the attack (two more passes over the split, the bulk of the cost)
-    and leaves ``fgsm_acc`` out; ``reliability=True`` adds the per-bin data of a reliability
-    diagram (``count``, mean ``conf`` and ``acc`` per ECE bin; ``None`` for empty bins), from
-    the same pass. The model runs in eval mode (its previous mode is restored). Under DDP pass
-    ``ctx``: each rank evaluates its shard and the sums are all-reduced, so every rank gets
-    the same numbers.
+    and leaves ``fgsm_acc`` out; graph batches whose node features are all 0/1 (one-hot,
+    flags: the molecule features) are not attacked, and ``fgsm_acc`` is over the attacked
+    samples, or left out with a warning where there are none; ``reliability=True`` adds the
+    per-bin data of a reliability diagram (``count``, mean ``conf`` and ``acc`` per ECE bin;
+    ``None`` for empty bins), from the same pass. The model runs in eval mode (its previous
+    mode is restored). Under DDP pass ``ctx``: each rank evaluates its shard and the sums are
+    all-reduced, so every rank gets the same numbers.
 
     >>> from mixupe.data import TensorSplit
     >>> g = torch.Generator().manual_seed(0)
@@ -207,7 +221,7 @@ def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
     dev = torch.device(device)
     was_training = model.training
     model.eval()
-    sums = torch.zeros(5, dtype=torch.float64, device=dev)  # n, correct, nll, brier, fgsm
+    sums = torch.zeros(6, dtype=torch.float64, device=dev)  # n, correct, nll, brier, fgsm, n att.
     bins = torch.zeros(3, ece_bins, dtype=torch.float64, device=dev)
     try:
         for x, y in _unpadded_batches(split, batch_size=batch_size, device=dev, ctx=ctx):
@@ -221,16 +235,19 @@ def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
             sums[2] -= logp.gather(1, y.long()[:, None]).sum()
             sums[3] += (logp.exp() - onehot).pow(2).sum()
             bins += calibration_bins(logits, y, ece_bins)
+            if fgsm_eps is None or not _attackable(x):
+                continue
+            sums[5] += y.shape[0]
             if fgsm_eps == 0:  # no perturbation: spare the extra passes
                 sums[4] += correct
-            elif fgsm_eps is not None:
+            else:
                 adv = fgsm_perturb(model, x, y, fgsm_eps)
                 with torch.no_grad():
                     sums[4] += (model(adv).argmax(dim=1) == y).sum()
     finally:
         model.train(was_training)
     flat = D.all_reduce_sum(torch.cat([sums, bins.flatten()]), ctx).cpu()
-    sums, bins = flat[:5], flat[5:].view(3, ece_bins)
+    sums, bins = flat[:6], flat[6:].view(3, ece_bins)
     n = sums[0].item()
     if n == 0:
         raise InputError("evaluate got an empty split; pass a split with at least one sample")
@@ -240,8 +257,11 @@ def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512,
         "brier": sums[3].item() / n,
         "ece": ece_from_bins(bins),
     }
-    if fgsm_eps is not None:
-        out["fgsm_acc"] = sums[4].item() / n
+    if fgsm_eps is not None and sums[5].item() > 0:
+        out["fgsm_acc"] = sums[4].item() / sums[5].item()
+    elif fgsm_eps is not None:
+        warnings.warn("FGSM accuracy is not reported: every graph's node features are 0/1 "
+                      "(one-hot or flags), where an L-inf step defines no input", stacklevel=2)
     if reliability:
         count, conf, correct = bins.tolist()
         out["reliability"] = {

@@ -36,13 +36,15 @@ Version 1/2 direction and derivative:
   while the JVP score of sample i collects every sample's direction; the VJP form is the
   released reference. Their sums over the batch agree.
 
-Forward mode and normalisation layers: PyTorch's forward-mode rule for batch statistics
-(train-mode BatchNorm, InstanceNorm) gives wrong parameter gradients when it is itself
-differentiated in reverse mode. During the ``"jvp"`` clean pass these layers are therefore
-computed from elementary operations (same values, running statistics updated alike, correct
-gradients; :mod:`mixupe.objectives.forward_mode`); operations without a forward-mode rule
-(e.g. fused attention kernels in eval mode) raise :class:`~mixupe.errors.ConfigError`
-advising ``derivative="vjp"``.
+Forward mode and normalisation/attention layers: PyTorch's forward-mode rules for batch
+statistics (train-mode BatchNorm, InstanceNorm) and LayerNorm give wrong parameter gradients
+when differentiated in reverse mode, and those of softmax, log_softmax, logsumexp and the
+fused attention kernels fail there. During the ``"jvp"`` clean pass these are computed from
+elementary operations (same values, running statistics updated alike, correct gradients;
+:mod:`mixupe.objectives.forward_mode`); operations without a forward-mode rule (e.g.
+``torch.cdist``) raise :class:`~mixupe.errors.ConfigError` advising ``derivative="vjp"``,
+whose passes run attention on PyTorch's math kernel (the fused kernels have no double
+backward).
 
 Under ``torch.distributed`` the representation mean of manifold versions 1/2 is the mean over
 every rank's batch (an all-reduce per step), as the data mean is.
@@ -86,7 +88,7 @@ from mixupe.objectives.base import (
     plan_targets,
     select_samples,
 )
-from mixupe.objectives.forward_mode import run_forward_mode
+from mixupe.objectives.forward_mode import run_double_backward, run_forward_mode
 from mixupe.objectives.hooks import INPUT_LAYER, forward_with_transform
 from mixupe.objectives.manifold import ManifoldMixup
 from mixupe.objectives.mixing import Mixup
@@ -539,6 +541,8 @@ class MixupE(Objective):
                 logits_clean, tangent = fwAD.unpack_dual(logits_clean)
                 if tangent is None:
                     tangent = torch.zeros_like(logits_clean)
+        elif needs_derivative:
+            logits_mix, logits_clean = run_double_backward(forward_passes)
         else:
             logits_mix, logits_clean = forward_passes()
 
