@@ -177,6 +177,33 @@ def test_workers_draw_their_own_lambdas_each_epoch_reproducibly():
     assert run(0, seed=5) == [main_first, main_second]
 
 
+def test_workers_under_spawn_mix_like_a_plain_loop():
+    """Issue 23.17: under spawn/forkserver the workers crashed unpickling the mixer's
+    torch.Generator ("unable to resize file"). Each batch equals the formula with lambda and
+    the pairing drawn, in a plain loop, from the worker's generator: seeded with the mixer's
+    initial seed XOR (the DataLoader's base seed + worker id), batches dealt round-robin."""
+    n, size, seed = 24, 4, 11
+    g = torch.Generator().manual_seed(0)
+    x_all, y_all = torch.randn(n, 3, generator=g), torch.arange(n) % K
+    collate = mixupe.MixCollate(mixupe.Mixup(alpha=1.0, num_classes=K, seed=seed))
+    loader = DataLoader(TensorDataset(x_all, y_all), batch_size=size, collate_fn=collate,
+                        num_workers=2, multiprocessing_context="spawn",
+                        generator=torch.Generator().manual_seed(3))
+    got = list(loader)
+    base = int(torch.empty((), dtype=torch.int64).random_(generator=torch.Generator()
+                                                          .manual_seed(3)))
+    workers = [torch.Generator().manual_seed((seed ^ (base + w)) % (1 << 63)) for w in (0, 1)]
+    assert len(got) == n // size
+    for b, (x_mix, targets) in enumerate(got):
+        gen_b = workers[b % 2]
+        lam = MF.sample_lambda(1.0, generator=gen_b)
+        perm = MF.sample_permutation(size, generator=gen_b)
+        x, y = x_all[b * size:(b + 1) * size], y_all[b * size:(b + 1) * size]
+        x_exp, t_exp = by_hand(x, y, lam, perm)
+        torch.testing.assert_close(x_mix, x_exp)
+        torch.testing.assert_close(targets, t_exp)
+
+
 def test_errors_name_the_fix():
     with pytest.raises(ConfigError, match=r"model-free mixer.*ManifoldMixup.*training step"):
         mixupe.MixCollate(mixupe.ManifoldMixup(layers=["input"], num_classes=K))

@@ -25,7 +25,11 @@ the clean labels (use the :class:`~mixupe.MixupE` objective, which mixes inside 
 Random draws come from the mixer's generator in the main process. In DataLoader worker
 processes each worker draws from its own generator seeded from the mixer's initial seed and the
 worker seed PyTorch gives it (new each epoch, reproducible through the DataLoader's
-``generator=``), so workers never repeat each other's draws, nor an epoch's.
+``generator=``), so workers never repeat each other's draws, nor an epoch's. The same holds
+under every start method (``fork``, ``spawn``, ``forkserver``): a MixCollate pickles its
+mixer with each ``torch.Generator`` as plain bytes, because PyTorch pickles a generator's
+state as a tensor that its default ``file_descriptor`` sharing cannot rebuild in a spawned
+worker ("unable to resize file ... Invalid argument"), which crashed the workers.
 
 Example:
     >>> import torch, mixupe
@@ -41,7 +45,10 @@ Example:
 
 from __future__ import annotations
 
+import copyreg
+import io
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -89,6 +96,18 @@ class MixCollate:
         self.mixer = mixer
         self.collate_fn = collate_fn
         self._worker: tuple[tuple[int, int], torch.Generator] | None = None
+
+    def __getstate__(self) -> dict[str, bytes]:
+        """The mixer and collate function as bytes, generators by their state (see above)."""
+        buffer = io.BytesIO()
+        pickler = pickle.Pickler(buffer)
+        pickler.dispatch_table = {**copyreg.dispatch_table, torch.Generator: _reduce_generator}
+        pickler.dump((self.mixer, self.collate_fn))
+        return {"payload": buffer.getvalue()}
+
+    def __setstate__(self, state: dict[str, bytes]) -> None:
+        self.mixer, self.collate_fn = pickle.loads(state["payload"])
+        self._worker = None
 
     def __call__(self, samples: Sequence[Any]) -> tuple[Tensor, Tensor]:
         """Collate ``samples`` into ``(x, y)`` and mix them (the DataLoader's ``collate_fn``)."""
@@ -152,3 +171,15 @@ class MixCollate:
             dtype=clean.dtype,
         )
         return plan.mix(x), targets
+
+
+def _reduce_generator(generator: torch.Generator) -> tuple[Any, tuple[Any, ...]]:
+    """Pickle a generator as its device, initial seed and state bytes (no tensor)."""
+    state = generator.get_state().numpy().tobytes()
+    return _rebuild_generator, (str(generator.device), generator.initial_seed(), state)
+
+
+def _rebuild_generator(device: str, seed: int, state: bytes) -> torch.Generator:
+    generator = torch.Generator(device).manual_seed(seed)
+    generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+    return generator
