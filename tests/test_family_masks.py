@@ -3,6 +3,7 @@ Scheduled wrappers, each against an independent computation (numpy FFTs, countin
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -306,3 +307,18 @@ def test_scheduled_prob_and_off_epoch():
         mixupe.Scheduled(mixupe.Mixup(), off_epoch=0)
     with pytest.raises(mixupe.ConfigError, match="prob"):
         mixupe.Scheduled(mixupe.Mixup(), prob=-0.1)
+
+
+@pytest.mark.parametrize("cls", [mixupe.FMix, mixupe.ResizeMix, mixupe.SaliencyMix])
+def test_mask_mixers_refuse_mix_keys_and_dict_batches_naming_the_mixers_that_take_them(cls):
+    """Issue 23.11: FMix(mix_keys=...) raised a bare TypeError, and a dict batch was called
+    "a graph batch"."""
+    with pytest.raises(mixupe.ConfigError, match=r"mix_keys=.*not an option.*Mixup\(mix_keys"):
+        cls(mix_keys=["pixel_values"], num_classes=3)
+    net = lambda batch: batch["pixel_values"].flatten(1)[:, :3]  # noqa: E731
+    batch = {"pixel_values": torch.randn(4, 1, 8, 8), "mask": torch.ones(4, 8)}
+    with pytest.raises(mixupe.ConfigError, match=r"one input tensor, got a dict batch.*"
+                                                  r"CutMix\(mix_keys") as err:
+        cls(num_classes=3, seed=0)(net, batch, torch.tensor([0, 1, 2, 0]))
+    assert "graph" not in str(err.value)
+    copy.deepcopy(cls(num_classes=3, seed=0))  # copies (no keywords to __new__) still work

@@ -26,10 +26,21 @@ from mixupe.objectives.hooks import INPUT_LAYER
 __all__ = ["FMix", "ResizeMix", "SaliencyMix", "spatial_layout"]
 
 
+_ONE_TENSOR = (
+    "the mask mixers (FMix, ResizeMix, SaliencyMix) take no mix_keys; use Mixup(mix_keys=...) "
+    "or CutMix(mix_keys=...) to mix chosen entries of a dict or tuple batch, or pass the image "
+    "or signal tensor itself as the batch"
+)
+
+
 def spatial_layout(
     x: Any, *, spatial_dims: int | None, channels_last: bool, method: str
 ) -> MM.Layout:
     """The layout of a batch with a spatial neighbourhood, or raise naming the fix."""
+    if isinstance(x, dict | tuple | list):
+        raise ConfigError(
+            f"{method} mixes one input tensor, got a {type(x).__name__} batch: {_ONE_TENSOR}"
+        )
     layout = MM.layout_of(x, spatial_dims=spatial_dims, channels_last=channels_last,
                           method=method)
     if layout.ndim == 2:
@@ -83,6 +94,11 @@ class _MaskMixer(Mixer):
     """Shared options and the final step of the mask mixers."""
 
     model_free = True  # plan() ignores the model and mixes inputs: usable in MixCollate
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _MaskMixer:
+        if "mix_keys" in kwargs:  # refused here, before __init__'s bare "unexpected keyword"
+            raise ConfigError(f"{cls.__name__}(mix_keys=...) is not an option: {_ONE_TENSOR}.")
+        return super().__new__(cls)
 
     def __init__(self, *, spatial_dims: int | None, channels_last: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
