@@ -360,7 +360,9 @@ def test_graph_run_resumes_exactly(tmp_path: Path) -> None:
     assert _records(straight.run_dir) == _records(resumed.run_dir)
     final = straight.final
     assert final["train"]["reg_ratio"] > 0
-    assert 0.0 <= final["test"]["fgsm_acc"] <= 1.0
+    # the molecule features are all 0/1 (one-hot): an L-inf step defines no input there, so
+    # FGSM accuracy is left out rather than reported (issue 23, item 13)
+    assert "fgsm_acc" not in final["test"]
 
 
 def test_each_run_seed_draws_its_own_split_unless_data_seed_fixes_it(
