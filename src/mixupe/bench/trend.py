@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixupe.bench.report import _fmt_paired  # one format for every paired difference
 from mixupe.bench.rundirs import RunReader
 from mixupe.bench.suites import read_manifests
 from mixupe.bench.summary import BEST, Paired, SuiteSummary
@@ -114,19 +115,6 @@ def trend_rows(summary: SuiteSummary,
     return rows
 
 
-def _fmt(paired: Paired | None) -> str:
-    """``+0.26 ± 0.17`` in pp, bold where the interval excludes zero; ``–`` when absent."""
-    if paired is None or not math.isfinite(paired.mean):
-        return "–"
-    text = f"{100 * paired.mean:+.2f}"
-    if paired.degenerate:
-        return text + f" (same in all {paired.n} pairs)"
-    if not math.isfinite(paired.half):
-        return text + f" (n={paired.n})"
-    text += f" ± {100 * paired.half:.2f}"
-    return f"**{text}**" if paired.excludes_zero else text
-
-
 TREND_INTRO = (
     "Test accuracy of the first arm minus the second (pp), paired over the reported seeds, "
     "mean ± 95 % Student-t half-width, at each training-set size; **bold**: the interval "
@@ -148,7 +136,7 @@ def render_trend(rows: Sequence[TrendRow], summary: SuiteSummary) -> str:
         for comparison in dict.fromkeys(r.comparison for r in mine):
             by = {r.dataset: r for r in mine if r.comparison == comparison}
             for kind in ("final", "best-val"):
-                cells = [_fmt(getattr(by[d], "final" if kind == "final" else "best"))
+                cells = [_fmt_paired(getattr(by[d], "final" if kind == "final" else "best"))
                          if d in by else "–" for d in labels]
                 lines.append(f"| {comparison if kind == 'final' else ''} | {kind} | "
                              + " | ".join(cells) + " |")
