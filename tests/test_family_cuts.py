@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import mixupe
-from mixupe import functional_cuts as MC
-from mixupe import functional_transport as MT
+from mixupe.functional import cuts as MC
+from mixupe.functional import transport as MT
 
 pytest.importorskip("maxflow")
 pytest.importorskip("ot")

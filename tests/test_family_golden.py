@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import mixupe
-from mixupe import functional_cuts as MC
-from mixupe import functional_transport as MT
-from mixupe.functional_masks import layout_of
+from mixupe.functional import cuts as MC
+from mixupe.functional import transport as MT
+from mixupe.functional.masks import layout_of
 from mixupe.objectives.saliency_guided import _block_mean, _normalised, peak_distance
 
 pytest.importorskip("maxflow")

@@ -13,7 +13,7 @@ from scipy import ndimage
 from torch import nn
 
 import mixupe
-from mixupe import functional_masks as MM
+from mixupe.functional import masks as MM
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -11,7 +11,7 @@ from torch import nn
 
 import mixupe
 from mixupe import functional as MF
-from mixupe import functional_cuts as MC
+from mixupe.functional import cuts as MC
 from mixupe.objectives.saliency_guided import input_gradient, sample_dirichlet, sample_gamma
 
 pytest.importorskip("maxflow")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import mixupe
-from mixupe import functional_transport as MT
+from mixupe.functional import transport as MT
 
 ot = pytest.importorskip("ot")
 

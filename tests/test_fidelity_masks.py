@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mixupe
-from mixupe import functional_masks as MM
+from mixupe.functional import masks as MM
 
 GOLDEN = Path(__file__).parent / "golden"
 CPU = torch.device("cpu")
@@ -93,7 +93,7 @@ def test_alignmix_plan_and_both_aligned_maps_equal_the_authors():
     h = torch.from_numpy(g["features"])
     perm = torch.from_numpy(g["perm"])
     lam = torch.tensor(float(g["lam"]))
-    plan = mixupe.functional_transport.alignment_plan(h, h[perm])
+    plan = mixupe.functional.transport.alignment_plan(h, h[perm])
     torch.testing.assert_close(plan, torch.from_numpy(g["plan"]), atol=2e-4, rtol=0)
     am = mixupe.AlignMix(layers=["x"], num_classes=2)
     for side, key in (("partner", "mixed_partner_aligned"), ("sample", "mixed_sample_aligned")):

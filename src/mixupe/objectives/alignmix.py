@@ -2,7 +2,7 @@
 
 At a layer drawn per step (as in Manifold Mixup), the feature map ``h`` ``(B, C, *positions)``
 of each sample and that of its partner ``h[perm]`` are seen as sets of C-vectors; an
-entropic optimal-transport plan (Sinkhorn, :func:`mixupe.functional_transport.sinkhorn`) on
+entropic optimal-transport plan (Sinkhorn, :func:`mixupe.functional.transport.sinkhorn`) on
 their squared distances re-arranges one onto the other's positions. As released, a fair coin
 picks which: the partner onto the sample (``lam h + (1 - lam) aligned(h[perm])``) or the
 sample onto the partner (``lam aligned(h) + (1 - lam) h[perm]``); the targets are mixed by
@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from mixupe import functional as MF
-from mixupe import functional_transport as MT
 from mixupe.errors import ConfigError, InputError
+from mixupe.functional import transport as MT
 from mixupe.objectives.base import MixPlan
 from mixupe.objectives.hooks import INPUT_LAYER
 from mixupe.objectives.manifold import ManifoldMixup

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from mixupe import functional as MF
-from mixupe import functional_masks as MM
 from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError
+from mixupe.functional import masks as MM
 from mixupe.objectives.base import Mixer, MixPlan
 from mixupe.objectives.hooks import INPUT_LAYER
 
@@ -373,7 +373,7 @@ class SaliencyMix(_MaskMixer):
     Args:
         saliency: ``"fine_grained"`` (default, the authors' choice: Montabone & Soto's
             fine-grained static saliency as OpenCV computes it, see
-            :func:`mixupe.functional_masks.fine_grained_saliency`) or
+            :func:`mixupe.functional.masks.fine_grained_saliency`) or
             ``"spectral_residual"`` (Hou & Zhang 2007, a few FFTs: cheaper on large images
             and on the device, but its peaks are elsewhere).
         blur: the spectral residual's Gaussian blur, a fraction of the longest side (0: none);

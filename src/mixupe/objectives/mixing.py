@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from mixupe import functional as MF
-from mixupe import functional_masks as MM
 from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError
+from mixupe.functional import masks as MM
 from mixupe.objectives.base import Mixer, MixPlan, Objective
 from mixupe.objectives.hooks import INPUT_LAYER
 
@@ -285,7 +285,7 @@ class CutMix(Mixer):
 
         Beta(alpha, alpha): ``alpha / (2 alpha + 1)``. With ``minmax``, lambda is the kept area
         of boxes whose sides are uniform integers, so ``c`` is the closed form of
-        :func:`mixupe.functional_masks.minmax_constant` for the spatial shape of the batch
+        :func:`mixupe.functional.masks.minmax_constant` for the spatial shape of the batch
         last planned (MixupE reads it every step, after the plan), and its continuous limit
         for 2-D boxes before the first batch; ``alpha`` plays no part.
         """

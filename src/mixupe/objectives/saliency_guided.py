@@ -3,7 +3,7 @@
 Both take the saliency of each input from a backward pass of the model on the clean batch
 (``sqrt(mean over channels of (dL/dx)^2)``, computed in eval mode so BatchNorm statistics
 are not touched, without accumulating parameter gradients), pool it over a grid of blocks
-drawn per step, and choose the mask by graph cuts (:mod:`mixupe.functional_cuts`, solved by
+drawn per step, and choose the mask by graph cuts (:mod:`mixupe.functional.cuts`, solved by
 the ``PyMaxflow`` package). The cuts run on the host, so these mixers synchronise with the
 device once per step and cost a backward pass more than Mixup. They work on images
 ``(B, C, H, W)``, signals ``(B, C, L)`` and, with ``channels_last=True``, sequences
@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mixupe import functional as MF
-from mixupe import functional_cuts as MC
-from mixupe import functional_masks as MM
-from mixupe import functional_transport as MT
 from mixupe.errors import ConfigError, InputError
+from mixupe.functional import cuts as MC
+from mixupe.functional import masks as MM
+from mixupe.functional import transport as MT
 from mixupe.objectives.base import Mixer, MixPlan
 from mixupe.objectives.hooks import INPUT_LAYER
 from mixupe.objectives.masked import spatial_layout
@@ -187,7 +187,7 @@ class PuzzleMix(_GridMixer):
     those that divide the image), ``lam ~ Beta(alpha, alpha)``, the pairing ``perm``; the
     input gradient of the clean loss (eval mode) gives each block its saliency, normalised
     to sum 1 per sample; for each pair a mask with ``n_labels`` levels (``x`` weight 1, 1/2,
-    0 for 3 labels) minimises :func:`mixupe.functional_cuts.puzzle_energies` (saliency lost,
+    0 for 3 labels) minimises :func:`mixupe.functional.cuts.puzzle_energies` (saliency lost,
     smoothness ``beta``, data-local smoothness ``gamma`` on inputs average-pooled over
     ``neigh_size`` pixels, label prior ``eta`` towards ``lam``) by graph cuts
     (``solver='gco'``: the authors' GCO alpha-beta swap, ``pip install gco-wrapper``;
@@ -499,7 +499,7 @@ class CoMixup(_GridMixer):
     for ``gamma``, ``eta``; the diversity term only where the load exceeds
     ``threshold * n_blocks``; ``A = (1 - omega) I + omega A_dist``, ``A_dist`` the L1 distance
     of the inputs' pooled saliency peaks) by the paper's modular approximation
-    (:func:`mixupe.functional_cuts.comixup_assignment`: ``n_iter`` sweeps from a random start,
+    (:func:`mixupe.functional.cuts.comixup_assignment`: ``n_iter`` sweeps from a random start,
     soft blocks from the second sweep, identical outputs resolved before the last sweep
     (``resolve``), each output cut by ``solver``: ``'gco'`` is the authors' GCO alpha-beta
     swap (``pip install gco-wrapper``), ``'maxflow'`` PyMaxflow's alpha-expansion, which

@@ -25,12 +25,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import combinations
+from types import ModuleType
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from mixupe.errors import ConfigError, DataUnavailableError
+from mixupe.errors import ConfigError
+from mixupe.functional._optional import require
 
 __all__ = [
     "SOLVERS",
@@ -47,15 +49,9 @@ __all__ = [
 ]
 
 
-def _maxflow():  # pragma: no cover - exercised through the functions below
-    try:
-        import maxflow
-    except ImportError:
-        raise DataUnavailableError(
-            "Puzzle Mix and Co-Mixup need the max-flow package PyMaxflow: run "
-            "`pip install PyMaxflow` (or `pip install 'mixupe[family]'`)."
-        ) from None
-    return maxflow
+def _maxflow() -> ModuleType:
+    return require("maxflow", "Puzzle Mix and Co-Mixup need the max-flow package PyMaxflow: run "
+                   "`pip install PyMaxflow` (or `pip install 'mixupe[family]'`).")
 
 
 def _edge_slices(axis: int, ndim: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
@@ -214,16 +210,10 @@ def grid_labeling(
 SOLVERS = ("gco", "maxflow")
 
 
-def _gco():  # pragma: no cover - exercised through the solvers below
-    try:
-        import gco
-    except ImportError:
-        raise DataUnavailableError(
-            "solver='gco' (the authors' alpha-beta swap) needs the package gco-wrapper: run "
-            "`pip install gco-wrapper` (or `pip install 'mixupe[family]'`), or pass "
-            "solver='maxflow' for the PyMaxflow solver."
-        ) from None
-    return gco
+def _gco() -> ModuleType:
+    return require("gco", "solver='gco' (the authors' alpha-beta swap) needs the package "
+                   "gco-wrapper: run `pip install gco-wrapper` (or `pip install "
+                   "'mixupe[family]'`), or pass solver='maxflow' for the PyMaxflow solver.")
 
 
 def check_solver(solver: str) -> str:

@@ -18,7 +18,7 @@ Spatial layouts: ``(B, C, H, W)`` images (2 spatial dims), ``(B, C, L)`` signals
 
 Example:
     >>> import torch
-    >>> from mixupe import functional_masks as MM
+    >>> from mixupe.functional import masks as MM
     >>> g = torch.Generator().manual_seed(0)
     >>> mask = MM.fmix_mask((8, 8), torch.tensor(0.75), generator=g)
     >>> float(1 - mask.float().mean())

@@ -9,7 +9,7 @@
 
 Example:
     >>> import torch
-    >>> from mixupe import functional_transport as MT
+    >>> from mixupe.functional import transport as MT
     >>> plan = MT.sinkhorn(torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0)),
     ...                    eps=0.1)
     >>> bool(torch.allclose(plan.sum(-1), torch.full((2, 4), 0.25), atol=1e-6))
@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mixupe.errors import ConfigError, DataUnavailableError
+from mixupe.errors import ConfigError
+from mixupe.functional._optional import require
 
 __all__ = [
     "align_features",
@@ -203,13 +204,8 @@ def block_transport(
         >>> block_transport(s, where, t_eps=0.1).tolist()   # the salient block moves left
         [[1, 0]]
     """
-    try:
-        import ot
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise DataUnavailableError(
-            "Puzzle Mix's transport needs the optimal-transport package POT: run "
-            "`pip install POT` (or `pip install 'mixupe[family]'`), or pass transport=False."
-        ) from None
+    ot = require("ot", "Puzzle Mix's transport needs the optimal-transport package POT: run "
+                 "`pip install POT` (or `pip install 'mixupe[family]'`), or pass transport=False.")
     grid = tuple(saliency.shape[1:])
     n = math.prod(grid)
     cost_pos = t_eps * block_cost_matrix(grid)
