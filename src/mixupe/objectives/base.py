@@ -13,7 +13,6 @@ batch, or a dict / tuple / list whose tensors are all ``(B, ...)`` (the model is
 from __future__ import annotations
 
 import copy
-import operator
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mixupe import _checks as check
 from mixupe import functional as MF
 from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError, NonFiniteLossError
@@ -369,31 +369,6 @@ def input_device(x: Any, y: Tensor) -> torch.device:
     return x.device if isinstance(x, Tensor) else y.device
 
 
-def check_probability(value: float, name: str) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is a float in [0, 1)."""
-    if not (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
-    ):
-        raise ConfigError(f"{name}={value!r} is invalid: use a value in [0, 1).")
-
-
-def check_seed(seed: Any) -> None:
-    """Raise :class:`ConfigError` unless ``seed`` is None or an integer (numpy's too)."""
-    if seed is None:
-        return
-    try:
-        operator.index(seed)
-    except TypeError:
-        ok = False
-    else:
-        ok = not isinstance(seed, bool)
-    if not ok:
-        raise ConfigError(
-            f"seed={seed!r} is invalid: pass an integer (e.g. seed=0), or generator= with a "
-            "torch.Generator."
-        )
-
-
 class Objective:
     """Base class: generator ownership, label handling, validation and the finite check.
 
@@ -434,22 +409,12 @@ class Objective:
         check_finite: bool = True,
         ignore_index: int | None = None,
     ) -> None:
-        if ignore_index is not None and (
-            isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
-        ):
-            raise ConfigError(
-                f"ignore_index={ignore_index!r} is invalid: pass the integer label value to "
-                "ignore (e.g. 255 or -100), or None."
-            )
-        self.ignore_index = ignore_index
-        if num_classes is not None and not (
-            isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 2
-        ):
-            raise ConfigError(
-                f"num_classes={num_classes!r} is invalid: pass the number of classes, an int >= 2."
-            )
-        check_probability(label_smoothing, "label_smoothing")
-        check_seed(seed)
+        self.ignore_index = check.integer(ignore_index, "ignore_index", none=True,
+                                          what="the label value to ignore (e.g. 255 or -100)")
+        num_classes = check.integer(num_classes, "num_classes", minimum=2, none=True,
+                                    what="the number of classes")
+        check.interval(label_smoothing, "label_smoothing", 0.0, 1.0, closed="[)")
+        check.seed(seed)
         if seed is not None and generator is not None:
             raise ConfigError(
                 f"both seed={seed!r} and generator= were given: pass only one of them."

@@ -68,37 +68,59 @@ for versions 1 and 2 the double backward then runs over the whole fused batch, s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.autograd.forward_ad as fwAD
-import torch.distributed as dist
 from torch import Tensor, nn
 
+from mixupe import _checks as check
 from mixupe import functional as MF
 from mixupe._transfer import to_device
-from mixupe.errors import ConfigError, InputError
+from mixupe.errors import ConfigError
 from mixupe.objectives.base import (
     Mixer,
+    MixingStep,
     Objective,
     ObjectiveOutput,
     check_mixing,
-    check_probability,
     plan_targets,
     select_samples,
 )
-from mixupe.objectives.forward_mode import run_double_backward, run_forward_mode
-from mixupe.objectives.hooks import INPUT_LAYER, forward_with_transform
-from mixupe.objectives.manifold import ManifoldMixup
+from mixupe.objectives.hooks import INPUT_LAYER
 from mixupe.objectives.mixing import Mixup
+from mixupe.objectives.mixupe_clean import CleanBatch, CleanPass, given_subset, run_passes
+from mixupe.objectives.mixupe_means import DirectionMeans
 
 __all__ = ["MixupE"]
 
 _VERSIONS = (1, 2, 3, 4)
 
 
-class MixupE(Objective):
+def _agreeing_num_classes(mixing: Mixer, alpha: float | None, num_classes: int | None,
+                          label_smoothing: float | None) -> int | None:
+    """Refuse MixupE options that contradict the mixing objective's; the classes to use."""
+    if alpha is not None and float(alpha) != mixing.alpha:
+        raise ConfigError(
+            f"MixupE(alpha={alpha}) differs from the mixing objective's alpha={mixing.alpha}: "
+            "c = alpha / (2 alpha + 1) must use the alpha the mixing draws from; pass the "
+            "same alpha to both or leave MixupE's alpha unset."
+        )
+    if num_classes is None:
+        num_classes = mixing.num_classes
+    elif mixing.num_classes is not None and num_classes != mixing.num_classes:
+        raise ConfigError(
+            f"MixupE(num_classes={num_classes}) differs from the mixing objective's "
+            f"num_classes={mixing.num_classes}: pass the same value to both."
+        )
+    if label_smoothing is not None and float(label_smoothing) != mixing.label_smoothing:
+        raise ConfigError(
+            f"MixupE(label_smoothing={label_smoothing}) differs from the mixing objective's "
+            f"label_smoothing={mixing.label_smoothing}: set it on the mixing objective only."
+        )
+    return num_classes
+
+
+class MixupE(DirectionMeans, Objective):
     """MixupE, every released version; see the module docstring for the exact formulas.
 
     Args:
@@ -171,249 +193,44 @@ class MixupE(Objective):
                 check_finite=check_finite,
             )
         check_mixing(mixing)
-        if alpha is not None and float(alpha) != mixing.alpha:
-            raise ConfigError(
-                f"MixupE(alpha={alpha}) differs from the mixing objective's alpha={mixing.alpha}: "
-                "c = alpha / (2 alpha + 1) must use the alpha the mixing draws from; pass the "
-                "same alpha to both or leave MixupE's alpha unset."
-            )
-        if num_classes is None:
-            num_classes = mixing.num_classes
-        elif mixing.num_classes is not None and num_classes != mixing.num_classes:
-            raise ConfigError(
-                f"MixupE(num_classes={num_classes}) differs from the mixing objective's "
-                f"num_classes={mixing.num_classes}: pass the same value to both."
-            )
-        if label_smoothing is not None and float(label_smoothing) != mixing.label_smoothing:
-            raise ConfigError(
-                f"MixupE(label_smoothing={label_smoothing}) differs from the mixing objective's "
-                f"label_smoothing={mixing.label_smoothing}: set it on the mixing objective only."
-            )
-        own_generator = generator is not None or seed is not None
-        super().__init__(
-            num_classes=num_classes,
-            label_smoothing=mixing.label_smoothing,
-            seed=seed,
-            generator=generator,
-            validate=validate,
-            check_finite=check_finite,
-        )
-        if not own_generator:
+        num_classes = _agreeing_num_classes(mixing, alpha, num_classes, label_smoothing)
+        super().__init__(num_classes=num_classes, label_smoothing=mixing.label_smoothing,
+                         seed=seed, generator=generator, validate=validate,
+                         check_finite=check_finite)
+        if generator is None and seed is None:
             self.generator = mixing.generator
-        if not (
-            isinstance(eta, (int, float))
-            and not isinstance(eta, bool)
-            and math.isfinite(eta)
-            and eta >= 0
-        ):
-            raise ConfigError(
-                f"eta={eta!r} is invalid: the weight of the MixupE term must be a finite "
-                "value >= 0 (the published setting is 1e-3; 0 gives plain mixing)."
-            )
-        if not isinstance(version, int) or isinstance(version, bool) or version not in _VERSIONS:
-            raise ConfigError(
-                f"version={version!r} is unknown: use 1, 2, 3 or 4 (3 is the published one)."
-            )
-        if threshold is not None and not (
-            isinstance(threshold, (int, float))
-            and not isinstance(threshold, bool)
-            and math.isfinite(threshold)
-        ):
-            raise ConfigError(
-                f"threshold={threshold!r} is invalid: pass a finite float (published: 1.0) or "
-                "None to use every sample."
-            )
-        if fast_sign not in (-1, 1) or isinstance(fast_sign, bool):
-            raise ConfigError(
-                f"fast_sign={fast_sign!r} is invalid: use -1 (released code) or +1 "
-                "(theory-consistent)."
-            )
-        if clean_pass not in ("separate", "fused"):
-            raise ConfigError(
-                f"clean_pass={clean_pass!r} is unknown: use 'separate' (released) or 'fused'."
-            )
-        if derivative not in ("vjp", "jvp"):
-            raise ConfigError(
-                f"derivative={derivative!r} is unknown: use 'vjp' (double backward, released) "
-                "or 'jvp' (forward mode)."
-            )
-        check_probability(mean_decay, "mean_decay")
-        if not (
-            isinstance(clean_fraction, (int, float))
-            and not isinstance(clean_fraction, bool)
-            and 0.0 < clean_fraction <= 1.0
-        ):
-            raise ConfigError(
-                f"clean_fraction={clean_fraction!r} is invalid: pass the fraction of the batch "
-                "the clean pass runs on, in (0, 1] (1.0 uses the whole batch, as released; "
-                "0.25 a random quarter)."
-            )
-        if sync_layer_means not in (None, True, False):
-            raise ConfigError(
-                f"sync_layer_means={sync_layer_means!r} is invalid: use None (all-reduce when "
-                "torch.distributed runs more than one process), True or False."
-            )
+        self.eta = check.non_negative(eta, "eta", what="the weight of the MixupE term",
+                                      hint="(the published setting is 1e-3; 0 gives plain mixing)")
+        self.version = check.one_of(version, "version", _VERSIONS, use="1, 2, 3 or 4",
+                                    hint="(3 is the published one)")
+        self.threshold = None if threshold is None else check.finite(
+            threshold, "threshold", what="tau (published: 1.0)", hint="or None to use every sample")
+        self.fast_sign = int(check.among(fast_sign, "fast_sign", (-1, 1),
+                                         use="-1 (released code) or +1 (theory-consistent)"))
+        self.clean_pass = check.one_of(clean_pass, "clean_pass", ("separate", "fused"),
+                                       use="'separate' (released) or 'fused'")
+        self.derivative = check.one_of(derivative, "derivative", ("vjp", "jvp"),
+                                       use="'vjp' (double backward, released) or 'jvp' "
+                                           "(forward mode)")
+        self.mean_decay = check.interval(mean_decay, "mean_decay", 0.0, 1.0, closed="[)")
+        self.clean_fraction = check.interval(
+            clean_fraction, "clean_fraction", 0.0, 1.0, closed="(]",
+            hint="for the fraction of the batch the clean pass runs on (1.0 uses the whole "
+                 "batch, as released; 0.25 a random quarter)")
+        self.sync_layer_means = check.flag(
+            sync_layer_means, "sync_layer_means",
+            none="all-reduce when torch.distributed runs more than one process")
         self.mixing = mixing
         self.alpha = mixing.alpha
         mixing.mixupe_constant()  # refuses a mixer without one, at construction
-        self.eta = float(eta)
-        self.version = int(version)
-        self.threshold = None if threshold is None else float(threshold)
         self.rescale = bool(rescale)
-        self.fast_sign = int(fast_sign)
-        self.clean_pass = clean_pass
-        self.derivative = derivative
-        self.mean_decay = float(mean_decay)
-        self.clean_fraction = float(clean_fraction)
-        self.sync_layer_means = sync_layer_means
-        self._data_mean: Tensor | None = None
-        self._mean_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-        self.layer_means: dict[str, Tensor] = {}
+        self._init_means()
 
     @property
     def c(self) -> float:
         """MixupE's constant ``2 E[lam (1 - lam)]`` of the mixing's own lambda, read from the
         mixing every step (it can depend on the batch's shape: ResizeMix, CutMix's minmax)."""
         return self.mixing.mixupe_constant()
-
-    # ----------------------------------------------------------------- data mean
-    @property
-    def data_mean(self) -> Tensor | None:
-        """The data mean ``x_bar`` as set (float64), or None."""
-        return self._data_mean
-
-    def set_data_mean(self, mean: Tensor) -> None:
-        """Set ``x_bar``: a tensor of the shape of one input, or with a leading 1.
-
-        The shape is matched against the inputs at each call (a leading 1 is dropped there,
-        which keeps one-channel images of shape (1, H, W) unambiguous).
-
-        Example:
-            >>> obj = MixupE(version=1, num_classes=3)
-            >>> obj.set_data_mean(torch.zeros(1, 4))
-            >>> tuple(obj.data_mean.shape)
-            (1, 4)
-        """
-        if not isinstance(mean, Tensor) or mean.dim() == 0:
-            raise InputError(
-                f"data mean {mean!r} is invalid: pass a tensor with the shape of one input "
-                "(or with a leading 1), e.g. x_train.mean(0)."
-            )
-        mean = mean.detach().to(dtype=torch.float64)
-        MF.check_finite_tensor(mean, "data mean")
-        self._data_mean = mean
-        self._mean_cache = {}
-
-    def fit_data_mean(self, batches: Iterable[Any]) -> Tensor:
-        """Compute ``x_bar`` in one streaming pass (float64 sums) and set it; returns it.
-
-        Each item is a tensor batch ``(B, ...)`` or a tuple/list whose first element is one.
-
-        Example:
-            >>> obj = MixupE(version=1, num_classes=3)
-            >>> obj.fit_data_mean([torch.ones(2, 4), (3 * torch.ones(2, 4), None)]).tolist()
-            [2.0, 2.0, 2.0, 2.0]
-        """
-        total: Tensor | None = None
-        count = 0
-        for item in batches:
-            xb = item[0] if isinstance(item, (tuple, list)) else item
-            if not isinstance(xb, Tensor) or xb.dim() < 2:
-                raise InputError(
-                    f"fit_data_mean got a batch of type {type(xb).__name__}: pass an iterable "
-                    "of tensor batches (B, ...) or (x, y) pairs."
-                )
-            part = xb.detach().to(torch.float64).sum(0)
-            if total is not None and part.shape != total.shape:
-                raise InputError(
-                    f"fit_data_mean got batches of different sample shapes {tuple(total.shape)} "
-                    f"and {tuple(part.shape)}: pass batches of one dataset."
-                )
-            total = part if total is None else total + part
-            count += xb.shape[0]
-        if total is None or count == 0:
-            raise InputError(
-                "fit_data_mean got no samples: pass an iterable of non-empty training batches."
-            )
-        mean = (total / count).cpu()
-        self.set_data_mean(mean)
-        return mean
-
-    def _input_mean(self, x: Tensor) -> Tensor:
-        if self._data_mean is None:
-            raise ConfigError(
-                f"MixupE version {self.version} needs the data mean x_bar: call "
-                "set_data_mean(x_train.mean(0)) or fit_data_mean(train_batches) before "
-                "training (or use version 3/4)."
-            )
-        key = (x.device, x.dtype)
-        if key in self._mean_cache:
-            return self._mean_cache[key]
-        mean = self._data_mean
-        if tuple(mean.shape) == (1, *x.shape[1:]):
-            mean = mean[0]
-        if tuple(mean.shape) != tuple(x.shape[1:]):
-            raise InputError(
-                f"the data mean has shape {tuple(self._data_mean.shape)} but one input has shape "
-                f"{tuple(x.shape[1:])}: set a mean of shape {tuple(x.shape[1:])} (or "
-                f"(1, {', '.join(str(s) for s in x.shape[1:])}))."
-            )
-        self._mean_cache[key] = mean.to(device=x.device, dtype=x.dtype)
-        return self._mean_cache[key]
-
-    def _distributed(self) -> bool:
-        if self.sync_layer_means is False:
-            return False
-        running = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if self.sync_layer_means and not running:
-            raise ConfigError(
-                "sync_layer_means=True but no torch.distributed process group of more than one "
-                "process is running: start one (torchrun) or leave sync_layer_means=None."
-            )
-        return running
-
-    def _layer_mean(self, layer: str, h: Tensor) -> Tensor:
-        acc_dtype = torch.promote_types(h.dtype, torch.float32)
-        if self._distributed():
-            # Sums and counts over every rank's batch (no gradient flows through them).
-            local = h.detach().to(acc_dtype)
-            packed = torch.cat([local.sum(0).reshape(-1), local.new_full((1,), local.shape[0])])
-            dist.all_reduce(packed, op=dist.ReduceOp.SUM)
-            batch_mean = (packed[:-1] / packed[-1]).reshape(local.shape[1:])
-        else:
-            batch_mean = h.detach().to(acc_dtype).mean(0)
-        old = self.layer_means.get(layer)
-        if old is None or old.shape != batch_mean.shape:
-            new = batch_mean
-        else:
-            # A mean restored from a checkpoint lives on the CPU: it continues on this device.
-            old = old.to(device=batch_mean.device, dtype=acc_dtype)
-            new = self.mean_decay * old + (1.0 - self.mean_decay) * batch_mean
-        self.layer_means[layer] = new
-        return new.to(h.dtype)
-
-    def _direction(self, layer: str, h: Tensor) -> Tensor:
-        if layer == INPUT_LAYER and (
-            self._data_mean is not None or not isinstance(self.mixing, ManifoldMixup)
-        ):
-            return (self._input_mean(h) - h).detach()
-        return (self._layer_mean(layer, h) - h.detach()).detach()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The learned state (data mean, representation means) for checkpoints."""
-        return {
-            "data_mean": self._data_mean,
-            "layer_means": {k: v.detach().cpu() for k, v in self.layer_means.items()},
-            "generator": self.generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        if state.get("data_mean") is not None:
-            self.set_data_mean(state["data_mean"])
-        self.layer_means = dict(state.get("layer_means", {}))
-        if "generator" in state:
-            self.generator.set_state(state["generator"])
 
     # ----------------------------------------------------------------- the step
     def clean_size(self, batch_size: int) -> int:
@@ -430,30 +247,7 @@ class MixupE(Objective):
     ) -> Tensor | None:
         """The clean subset's indices, or None for the whole batch (nothing is drawn then)."""
         if given is not None:
-            if (
-                not isinstance(given, Tensor)
-                or given.dim() != 1
-                or given.dtype not in (torch.int64, torch.int32)
-                or not 1 <= given.shape[0] <= batch_size
-            ):
-                shape = tuple(given.shape) if isinstance(given, Tensor) else type(given).__name__
-                raise InputError(
-                    f"clean_subset of shape {shape} is invalid: pass a 1-D int64 tensor of 1 to "
-                    f"{batch_size} distinct sample indices, e.g. torch.randperm({batch_size})[:8]."
-                )
-            given = given.to(device=device, dtype=torch.int64)
-            if self.validate:
-                lo, hi = int(given.min()), int(given.max())
-                if lo < 0 or hi >= batch_size:
-                    raise InputError(
-                        f"clean_subset holds index {lo if lo < 0 else hi}, outside "
-                        f"[0, {batch_size - 1}]: pass indices of samples of the batch."
-                    )
-                if int(torch.bincount(given, minlength=batch_size).max()) > 1:
-                    raise InputError(
-                        "clean_subset holds an index twice: pass distinct indices (a subset)."
-                    )
-            return given
+            return given_subset(given, batch_size, device, validate=self.validate)
         size = self.clean_size(batch_size)
         if size == batch_size:
             return None
@@ -477,99 +271,84 @@ class MixupE(Objective):
         ``clean_subset`` (indices into the batch) fixes the samples of the clean pass, which
         with ``lam`` and ``perm`` makes a step with ``clean_fraction < 1`` deterministic.
         """
+        fused = self._check_fused(x)
+        step = self._plan_mixing(self.mixing, model, x, y, lam=lam, perm=perm,
+                                 generator=generator, options=options)
+        clean = self._clean_batch(x, step, clean_subset)
+        passes = run_passes(model, x, step.plan, clean, batch_size=step.batch_size,
+                            mode=self._pass_mode(x, step), fused=fused,
+                            direction=self._direction)
+        self._check_logits(passes.logits_mix, step.clean)
+        targets = plan_targets(step.plan, step.clean, label_smoothing=self.label_smoothing,
+                               dtype=step.dtype)
+        mixup_loss = MF.soft_cross_entropy(passes.logits_mix, targets)
+        scores = self._scores(passes, clean.targets)
+        term, selected_fraction = self._select(scores)
+        total, regulariser, scale = self._combine(mixup_loss, term, clean.size)
+        stats = self._stats(total, mixup_loss, regulariser, scale, scores, selected_fraction,
+                            step.plan.lam)
+        return ObjectiveOutput(
+            loss=total, logits=passes.logits_mix, lam=step.plan.lam, perm=step.plan.perm,
+            stat_tensors=stats, layer=step.plan.layer, targets=targets, mask=step.plan.mask,
+            clean_logits=passes.logits_clean, scores=scores, clean_subset=clean.subset,
+        )
+
+    # -- the steps of a call, in order
+    def _check_fused(self, x: Any) -> bool:
+        """Whether the clean pass is fused; refuses fusing a batch that is not a tensor."""
         fused = self.clean_pass == "fused"
         if fused and not isinstance(x, Tensor):
             raise ConfigError(
                 f"clean_pass='fused' needs tensor inputs, got {type(x).__name__}: use "
                 "clean_pass='separate' for graph, dict and tuple batches."
             )
-        step = self._plan_mixing(self.mixing, model, x, y, lam=lam, perm=perm,
-                                 generator=generator, options=options)
-        batch_size, device, dtype = step.batch_size, step.device, step.dtype
-        clean, plan, gen = step.clean, step.plan, step.generator
-        subset = self._subset(clean_subset, batch_size, device, gen)
+        return fused
+
+    def _clean_batch(self, x: Any, step: MixingStep, given: Tensor | None) -> CleanBatch:
+        """The samples of the clean pass and their targets (with the label smoothing)."""
+        batch_size, clean = step.batch_size, step.clean
+        subset = self._subset(given, batch_size, step.device, step.generator)
         x_clean = x if subset is None else select_samples(x, subset, batch_size=batch_size)
-        clean_targets = clean if subset is None else clean[subset]
-        n_clean = batch_size if subset is None else int(subset.shape[0])
-        needs_derivative = self.version in (1, 2)
-        use_jvp = needs_derivative and self.derivative == "jvp"
-        if needs_derivative and plan.layer == INPUT_LAYER:
+        targets = clean if subset is None else clean[subset]
+        eps = self.label_smoothing
+        if eps > 0:
+            targets = targets * (1.0 - eps) + eps / clean.shape[1]
+        size = batch_size if subset is None else int(subset.shape[0])
+        return CleanBatch(x_clean, targets, subset, size)
+
+    def _pass_mode(self, x: Any, step: MixingStep) -> str:
+        """"plain" (versions 3/4), "vjp" or "jvp" (versions 1/2), checked against the batch."""
+        if self.version not in (1, 2):
+            return "plain"
+        if step.plan.layer == INPUT_LAYER:
             self._check_differentiable_input(x)
-        if use_jvp and torch.is_autocast_enabled(device.type):
+        if self.derivative == "jvp" and torch.is_autocast_enabled(step.device.type):
             raise ConfigError(
                 "derivative='jvp' cannot run under torch.autocast (forward-mode AD does not "
                 "follow autocast's casts in PyTorch): use derivative='vjp' with mixed "
                 "precision, or run this step without autocast."
             )
-        captured: dict[str, Tensor] = {}
+        return self.derivative
 
-        def prepare_clean(h: Tensor) -> Tensor:
-            if not needs_derivative:
-                return h
-            direction = self._direction(plan.layer, h)
-            captured["direction"] = direction
-            if use_jvp:
-                return fwAD.make_dual(h, direction)
-            h_req = h if h.requires_grad else h.detach().requires_grad_(True)
-            captured["h"] = h_req
-            return h_req
+    def _scores(self, passes: CleanPass, targets: Tensor) -> Tensor:
+        """The per-sample scores of the clean pass (directional derivative or fast score)."""
+        if self.version in (1, 2):
+            return MF.directional_derivative_score(
+                passes.logits_clean, targets, inputs=passes.inputs,
+                direction=passes.direction, logits_tangent=passes.tangent)
+        return MF.fast_score(passes.logits_clean, targets, detach_probs=self.version == 4)
 
-        def forward_passes() -> tuple[Tensor, Tensor]:
-            if fused and plan.layer == INPUT_LAYER:
-                logits_all = model(torch.cat([plan.mix(x), prepare_clean(x_clean)]))
-                return logits_all[:batch_size], logits_all[batch_size:]
-            if fused:
-
-                def mixed_and_clean(t: Tensor) -> Tensor:
-                    return torch.cat([plan.mix(t[:batch_size]), prepare_clean(t[batch_size:])])
-
-                both = torch.cat([x, x_clean])
-                logits_all = forward_with_transform(model, both, plan.layer, mixed_and_clean)
-                return logits_all[:batch_size], logits_all[batch_size:]
-            logits_mix = forward_with_transform(model, x, plan.layer, plan.mix)
-            if needs_derivative:
-                return logits_mix, forward_with_transform(
-                    model, x_clean, plan.layer, prepare_clean
-                )
-            return logits_mix, model(x_clean)
-
-        tangent = None
-        if use_jvp:
-            with fwAD.dual_level():
-                logits_mix, logits_clean = run_forward_mode(forward_passes)
-                logits_mix = fwAD.unpack_dual(logits_mix).primal
-                logits_clean, tangent = fwAD.unpack_dual(logits_clean)
-                if tangent is None:
-                    tangent = torch.zeros_like(logits_clean)
-        elif needs_derivative:
-            logits_mix, logits_clean = run_double_backward(forward_passes)
-        else:
-            logits_mix, logits_clean = forward_passes()
-
-        self._check_logits(logits_mix, clean)
-        targets = plan_targets(plan, clean, label_smoothing=self.label_smoothing, dtype=dtype)
-        mixup_loss = MF.soft_cross_entropy(logits_mix, targets)
-        eps = self.label_smoothing
-        if eps > 0:
-            clean_targets = clean_targets * (1.0 - eps) + eps / clean.shape[1]
-        if needs_derivative:
-            scores = MF.directional_derivative_score(
-                logits_clean,
-                clean_targets,
-                inputs=captured.get("h"),
-                direction=captured.get("direction"),
-                logits_tangent=tangent,
-            )
-        else:
-            scores = MF.fast_score(logits_clean, clean_targets, detach_probs=self.version == 4)
-
+    def _select(self, scores: Tensor) -> tuple[Tensor, Tensor]:
+        """The summed term over the selected samples, and the fraction selected."""
         if self.version in (1, 3) and self.threshold is not None:
             keep = scores.detach() < self.threshold
-            term = torch.where(keep, scores, 0.0).sum()
-            selected_fraction = keep.to(scores.dtype).mean()
-        else:
-            term = scores.abs().sum() if self.version == 2 else scores.sum()
-            selected_fraction = torch.ones((), dtype=scores.dtype, device=scores.device)
+            return torch.where(keep, scores, 0.0).sum(), keep.to(scores.dtype).mean()
+        term = scores.abs().sum() if self.version == 2 else scores.sum()
+        return term, torch.ones((), dtype=scores.dtype, device=scores.device)
+
+    def _combine(self, mixup_loss: Tensor, term: Tensor, n_clean: int
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """The loss ``L_mix + sign eta c term / n``, rescaled; with the term and the scale."""
         sign = 1.0 if self.version in (1, 2) else float(self.fast_sign)
         regulariser = sign * self.eta * self.c * term / n_clean
         total = mixup_loss + regulariser
@@ -581,9 +360,14 @@ class MixupE(Objective):
         else:
             scale = torch.ones_like(ml)
         self._finite_loss(total)
+        return total, regulariser, scale
 
-        reg = regulariser.detach()
-        stats = {
+    @staticmethod
+    def _stats(total: Tensor, mixup_loss: Tensor, regulariser: Tensor, scale: Tensor,
+               scores: Tensor, selected_fraction: Tensor, lam: Tensor) -> dict[str, Tensor]:
+        """The step's reported figures (detached tensors)."""
+        ml, reg = mixup_loss.detach(), regulariser.detach()
+        return {
             "loss": total.detach(),
             "mixup_loss": ml,
             "regulariser": reg,
@@ -591,21 +375,8 @@ class MixupE(Objective):
             "selected_fraction": selected_fraction,
             "score_mean": scores.detach().mean(),
             "rescale": scale,
-            "lam": plan.lam.detach().mean(),
+            "lam": lam.detach().mean(),
         }
-        return ObjectiveOutput(
-            loss=total,
-            logits=logits_mix,
-            lam=plan.lam,
-            perm=plan.perm,
-            stat_tensors=stats,
-            layer=plan.layer,
-            targets=targets,
-            mask=plan.mask,
-            clean_logits=logits_clean,
-            scores=scores,
-            clean_subset=subset,
-        )
 
     def _check_differentiable_input(self, x: Any) -> None:
         """Versions 1/2 at the input differentiate the model with respect to ``x``."""
