@@ -108,14 +108,24 @@ def interval(value: Any, name: str, low: float, high: float, *, closed: str = "[
 
 
 def integer(value: Any, name: str, *, minimum: int | None = None, what: str = "",
-            hint: str = "", none: bool = False) -> int | None:
-    """``value`` as an int (None too when ``none``); refuses anything but an int (>= minimum)."""
-    if none and value is None:
+            hint: str = "", none: bool | str = False) -> int | None:
+    """``value`` as an int; refuses anything but an int (>= ``minimum`` when given).
+
+    ``none`` also takes None: True, or a text saying what None does.
+
+    Example:
+        >>> integer(0, "t_size", minimum=1, none="no transport")
+        Traceback (most recent call last):
+        ...
+        mixupe.errors.ConfigError: t_size=0 is invalid: pass an int >= 1 or None (no transport).
+    """
+    if none is not False and value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or (
             minimum is not None and value < minimum):
         requirement = "an int" + ("" if minimum is None else f" >= {minimum}")
-        requirement += " (or None)" if none else ""
+        if none is not False:
+            requirement += " or None" + ("" if none is True else f" ({none})")
         raise _invalid(name, value, requirement, what, _hint(hint))
     return int(value)
 

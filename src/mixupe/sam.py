@@ -30,12 +30,12 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from mixupe import _checks as check
 from mixupe.errors import ConfigError
 
 __all__ = ["SAM"]
@@ -76,8 +76,7 @@ class SAM(torch.optim.Optimizer):
                 f"base_optimizer={base_optimizer!r} is not an optimiser instance: pass e.g. "
                 "SAM(torch.optim.SGD(model.parameters(), lr=0.1), rho=0.05)."
             )
-        if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
-            raise ConfigError(f"rho={rho!r} is invalid: pass the neighbourhood radius, > 0.")
+        check.positive(rho, "rho", what="the neighbourhood radius")
         self.base_optimizer = base_optimizer
         self.rho = float(rho)
         self.adaptive = bool(adaptive)

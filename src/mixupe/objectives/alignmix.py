@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mixupe import _checks as check
 from mixupe import functional as MF
-from mixupe.errors import ConfigError, InputError
+from mixupe.errors import InputError
 from mixupe.functional import transport as MT
 from mixupe.objectives.base import MixPlan
 from mixupe.objectives.hooks import INPUT_LAYER
@@ -81,12 +82,9 @@ class AlignMix(ManifoldMixup):
         super().__init__(alpha=alpha, layers=layers, per_sample=per_sample,
                          num_classes=num_classes, label_smoothing=label_smoothing, seed=seed,
                          generator=generator, validate=validate, check_finite=check_finite)
-        if not (isinstance(eps, (int, float)) and eps > 0):
-            raise ConfigError(f"eps={eps!r} is invalid: pass the Sinkhorn weight, > 0 (e.g. 0.1).")
-        if not (isinstance(n_iter, int) and n_iter >= 1):
-            raise ConfigError(f"n_iter={n_iter!r} is invalid: pass an int >= 1.")
-        self.eps = float(eps)
-        self.n_iter = n_iter
+        self.eps = check.positive(eps, "eps", what="the Sinkhorn weight", hint="(e.g. 0.1)")
+        self.n_iter = check.integer(n_iter, "n_iter", minimum=1,
+                                    what="the number of Sinkhorn iterations")
         self.scale_cost = bool(scale_cost)
 
     def plan(self, model: nn.Module, x: Any, batch_size: int, *, device: torch.device,
@@ -94,8 +92,8 @@ class AlignMix(ManifoldMixup):
              generator: torch.Generator, layer: str | None = None,
              side: str | None = None) -> MixPlan:
         """Manifold Mixup's plan, with the aligned side drawn (or ``side=``) off the input."""
-        if side is not None and side not in SIDES:
-            raise ConfigError(f"side={side!r} is unknown: use 'partner' or 'sample'.")
+        if side is not None:
+            check.one_of(side, "side", SIDES)
         plan = super().plan(model, x, batch_size, device=device, dtype=dtype, lam=lam,
                             perm=perm, generator=generator, layer=layer)
         if plan.layer == INPUT_LAYER:

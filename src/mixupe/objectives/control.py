@@ -21,12 +21,12 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mixupe import _checks as check
 from mixupe import functional as MF
 from mixupe.errors import ConfigError
 from mixupe.objectives.base import (
@@ -78,9 +78,7 @@ class MixupCleanCE(Objective):
                               "(then beta = eta * c, MixupE's scale), e.g. eta=0.1")
         weight = beta if beta is not None else eta
         name = "beta" if beta is not None else "eta"
-        if (isinstance(weight, bool) or not isinstance(weight, int | float)
-                or not math.isfinite(weight) or weight < 0):
-            raise ConfigError(f"{name}={weight!r} is invalid: pass a finite weight >= 0")
+        check.non_negative(weight, name, what="a weight")
         if num_classes is None:
             num_classes = mixing.num_classes
         own_generator = generator is not None or seed is not None

@@ -10,12 +10,12 @@ vectors ``(B, F)`` and graph batches, which have no spatial neighbourhood.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mixupe import _checks as check
 from mixupe import functional as MF
 from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError
@@ -102,11 +102,8 @@ class _MaskMixer(Mixer):
 
     def __init__(self, *, spatial_dims: int | None, channels_last: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if spatial_dims not in (None, 1, 2):
-            raise ConfigError(
-                f"spatial_dims={spatial_dims!r} is invalid: use 1 (signals), 2 (images) or "
-                "None to infer it from the batch."
-            )
+        check.among(spatial_dims, "spatial_dims", (None, 1, 2),
+                    use="1 (signals), 2 (images) or None to infer it from the batch")
         self.spatial_dims = spatial_dims
         self.channels_last = bool(channels_last)
 
@@ -171,11 +168,8 @@ class FMix(_MaskMixer):
                          channels_last=channels_last, num_classes=num_classes,
                          label_smoothing=label_smoothing, seed=seed, generator=generator,
                          validate=validate, check_finite=check_finite)
-        if not (isinstance(decay_power, (int, float)) and decay_power > 0):
-            raise ConfigError(
-                f"decay_power={decay_power!r} is invalid: pass a positive number (FMix uses 3)."
-            )
-        self.decay_power = float(decay_power)
+        self.decay_power = check.positive(decay_power, "decay_power",
+                                          what="the frequency decay", hint="(FMix uses 3)")
 
     def sample_mask(
         self, spatial: tuple[int, ...], lam: Tensor, *, generator: torch.Generator,
@@ -258,8 +252,7 @@ class ResizeMix(_MaskMixer):
                 f"scale={scale!r} is invalid: pass (low, high) with 0 < low <= high <= 1 "
                 "(ResizeMix uses (0.1, 0.8))."
             )
-        if mode not in ("nearest", "bilinear"):
-            raise ConfigError(f"mode={mode!r} is unknown: use 'nearest' or 'bilinear'.")
+        check.one_of(mode, "mode", ("nearest", "bilinear"))
         self.scale = (float(scale[0]), float(scale[1]))
         self.mode = mode
 
@@ -412,15 +405,11 @@ class SaliencyMix(_MaskMixer):
                          channels_last=channels_last, num_classes=num_classes,
                          label_smoothing=label_smoothing, seed=seed, generator=generator,
                          validate=validate, check_finite=check_finite)
-        if saliency not in self.SALIENCY:
-            raise ConfigError(
-                f"saliency={saliency!r} is unknown: use 'fine_grained' (the authors') or "
-                "'spectral_residual' (cheaper)."
-            )
-        if not (isinstance(blur, (int, float)) and blur >= 0 and math.isfinite(blur)):
-            raise ConfigError(f"blur={blur!r} is invalid: pass a fraction >= 0 (0: no blur).")
-        self.saliency = saliency
-        self.blur = float(blur)
+        self.saliency = check.one_of(saliency, "saliency", self.SALIENCY,
+                                     use="'fine_grained' (the authors') or 'spectral_residual' "
+                                         "(cheaper)")
+        self.blur = check.non_negative(blur, "blur", what="a fraction of the side",
+                                       hint="(0: no blur)")
 
     def saliency_map(self, sources: Tensor, layout: MM.Layout) -> Tensor:
         """The saliency maps ``(N, *spatial)`` of ``sources``."""

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mixupe import _checks as check
 from mixupe import functional as MF
 from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError
@@ -241,11 +242,8 @@ class CutMix(Mixer):
             check_finite=check_finite,
             ignore_index=ignore_index,
         )
-        if spatial_dims not in (None, 1, 2) or isinstance(spatial_dims, bool):
-            raise ConfigError(
-                f"spatial_dims={spatial_dims!r} is invalid: use 1 (signals, features), 2 "
-                "(images) or None to infer it from the batch."
-            )
+        check.among(spatial_dims, "spatial_dims", (None, 1, 2),
+                    use="1 (signals, features), 2 (images) or None to infer it from the batch")
         if axes is not None:
             if spatial_dims is not None:
                 raise ConfigError(

@@ -4,14 +4,13 @@ mixing loss, the mixed samples serving as a regulariser rather than as the train
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mixupe import _checks as check
 from mixupe import functional as MF
-from mixupe.errors import ConfigError
 from mixupe.objectives.base import (
     Mixer,
     Objective,
@@ -65,8 +64,7 @@ class RegMixup(Objective):
                            label_smoothing=label_smoothing or 0.0, seed=seed,
                            generator=generator, validate=validate, check_finite=check_finite)
         check_mixing(mixing)
-        if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
-            raise ConfigError(f"eta={eta!r} is invalid: pass the weight of the mixing loss, >= 0.")
+        check.non_negative(eta, "eta", what="the weight of the mixing loss")
         if num_classes is None:
             num_classes = mixing.num_classes
         own_generator = generator is not None or seed is not None

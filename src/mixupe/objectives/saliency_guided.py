@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mixupe import _checks as check
 from mixupe import functional as MF
 from mixupe.errors import ConfigError, InputError
 from mixupe.functional import cuts as MC
@@ -259,18 +260,13 @@ class PuzzleMix(_GridMixer):
                          spatial_dims=spatial_dims, channels_last=channels_last, solver=solver,
                          num_classes=num_classes, label_smoothing=label_smoothing, seed=seed,
                          generator=generator, validate=validate, check_finite=check_finite)
-        if not (isinstance(n_labels, int) and n_labels >= 2):
-            raise ConfigError(f"n_labels={n_labels!r} is invalid: pass an int >= 2 (3 released).")
+        check.integer(n_labels, "n_labels", minimum=2, hint="(3 released)")
         for name, value in (("beta", beta), ("gamma", gamma), ("eta", eta), ("t_eps", t_eps),
                             ("adv_eps", adv_eps)):
-            if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
-                raise ConfigError(f"{name}={value!r} is invalid: pass a finite value >= 0.")
-        for name, value in (("neigh_size", neigh_size), ("t_size", t_size)):
-            if value is not None and not (isinstance(value, int) and value >= 1):
-                raise ConfigError(f"{name}={value!r} is invalid: pass a block side in pixels, "
-                                  f"an int >= 1{' (or None)' if name == 't_size' else ''}.")
-        if not (isinstance(adv_p, (int, float)) and 0.0 <= adv_p <= 1.0):
-            raise ConfigError(f"adv_p={adv_p!r} is invalid: pass a probability in [0, 1].")
+            check.non_negative(value, name)
+        check.integer(neigh_size, "neigh_size", minimum=1, what="a block side in pixels")
+        check.integer(t_size, "t_size", minimum=1, what="a block side in pixels", none=True)
+        check.interval(adv_p, "adv_p", 0.0, 1.0, hint="(a probability)")
         if clip is not None and not (len(clip) == 2 and clip[0] < clip[1]):
             raise ConfigError(f"clip={clip!r} is invalid: pass (low, high) with low < high.")
         self.n_labels = n_labels
@@ -553,17 +549,11 @@ class CoMixup(_GridMixer):
                          label_smoothing=label_smoothing, seed=seed, generator=generator,
                          validate=validate, check_finite=check_finite)
         for name, value in (("beta", beta), ("gamma", gamma), ("eta", eta)):
-            if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
-                raise ConfigError(f"{name}={value!r} is invalid: pass a finite value >= 0.")
-        if not (isinstance(omega, (int, float)) and 0.0 <= omega <= 1.0):
-            raise ConfigError(f"omega={omega!r} is invalid: pass a weight in [0, 1].")
-        if not (isinstance(n_iter, int) and n_iter >= 1):
-            raise ConfigError(f"n_iter={n_iter!r} is invalid: pass an int >= 1.")
-        if not (isinstance(partition, int) and partition >= 2):
-            raise ConfigError(f"partition={partition!r} is invalid: pass an int >= 2 (20 "
-                              "released).")
-        if not (isinstance(mixupe_c, (int, float)) and 0 < mixupe_c <= 1):
-            raise ConfigError(f"mixupe_c={mixupe_c!r} is invalid: pass a value in (0, 1].")
+            check.non_negative(value, name)
+        check.interval(omega, "omega", 0.0, 1.0, hint="(a weight)")
+        check.integer(n_iter, "n_iter", minimum=1, what="the number of sweeps")
+        check.integer(partition, "partition", minimum=2, hint="(20 released)")
+        check.interval(mixupe_c, "mixupe_c", 0.0, 1.0, closed="(]")
         self.beta, self.gamma, self.eta = float(beta), float(gamma), float(eta)
         self.threshold = None if threshold is None else float(threshold)
         self.omega = float(omega)

@@ -19,17 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mixupe import _checks as check
 from mixupe.errors import ConfigError
 from mixupe.objectives.base import Mixer, MixPlan
 from mixupe.objectives.hooks import INPUT_LAYER
 
 __all__ = ["Scheduled", "Switch"]
-
-
-def _probability(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-        raise ConfigError(f"{name}={value!r} is invalid: pass a probability in [0, 1].")
-    return float(value)
 
 
 def _check_mixer(mixer: Any, name: str) -> Mixer:
@@ -119,7 +114,7 @@ class Switch(_Wrapper):
         super().__init__(first, validate, check_finite)
         self.first, self.second = first, second
         self.wrapped = (first, second)
-        self.switch_prob = _probability(switch_prob, "switch_prob")
+        self.switch_prob = check.interval(switch_prob, "switch_prob", 0.0, 1.0)
         self.needs_targets = bool(getattr(first, "needs_targets", False)
                                   or getattr(second, "needs_targets", False))
 
@@ -194,15 +189,10 @@ class Scheduled(_Wrapper):
         mixing = _check_mixer(mixing, "mixing")
         super().__init__(mixing, validate, check_finite)
         self.wrapped = (mixing,)
-        if off_epoch is not None and (
-            isinstance(off_epoch, bool) or not isinstance(off_epoch, int) or off_epoch < 1
-        ):
-            raise ConfigError(
-                f"off_epoch={off_epoch!r} is invalid: pass the first epoch (from 1) without "
-                "mixing, or None to mix throughout."
-            )
+        check.integer(off_epoch, "off_epoch", minimum=1, what="the first epoch without mixing",
+                      none="to mix throughout")
         self.mixing = mixing
-        self.prob = _probability(prob, "prob")
+        self.prob = check.interval(prob, "prob", 0.0, 1.0)
         self.off_epoch = off_epoch
         self.epoch = 1
         self.needs_targets = bool(getattr(mixing, "needs_targets", False))
