@@ -13,7 +13,8 @@ import mixupe
 from mixupe.functional import cuts as MC
 from mixupe.functional import transport as MT
 from mixupe.functional.masks import layout_of
-from mixupe.objectives.saliency_guided import _block_mean, _normalised, peak_distance
+from mixupe.objectives.co_mixup import peak_distance
+from mixupe.objectives.saliency_guided import _block_mean, _normalised
 
 pytest.importorskip("maxflow")
 pytest.importorskip("ot")

@@ -12,7 +12,8 @@ from torch import nn
 import mixupe
 from mixupe import functional as MF
 from mixupe.functional import cuts as MC
-from mixupe.objectives.saliency_guided import input_gradient, sample_dirichlet, sample_gamma
+from mixupe.objectives.co_mixup import sample_dirichlet, sample_gamma
+from mixupe.objectives.saliency_guided import input_gradient
 
 pytest.importorskip("maxflow")
 pytest.importorskip("ot")

@@ -57,8 +57,9 @@ from torch import Tensor
 
 from mixupe import functional as MF
 from mixupe.errors import ConfigError, InputError
-from mixupe.objectives.base import Mixer, MixPlan, input_device, work_dtype
+from mixupe.objectives.base import MixPlan, input_device, work_dtype
 from mixupe.objectives.hooks import INPUT_LAYER
+from mixupe.objectives.mixer import Mixer
 
 __all__ = ["MixCollate"]
 

@@ -29,14 +29,9 @@ from torch import Tensor, nn
 from mixupe import _checks as check
 from mixupe import functional as MF
 from mixupe.errors import ConfigError
-from mixupe.objectives.base import (
-    Mixer,
-    Objective,
-    ObjectiveOutput,
-    check_mixing,
-    plan_targets,
-)
+from mixupe.objectives.base import Objective, ObjectiveOutput, plan_targets
 from mixupe.objectives.hooks import forward_with_transform
+from mixupe.objectives.mixer import Mixer, check_mixing
 from mixupe.objectives.mixing import Mixup
 
 __all__ = ["MixupCleanCE"]

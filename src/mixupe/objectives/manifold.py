@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 from mixupe import functional as MF
 from mixupe.errors import ConfigError, InputError
-from mixupe.objectives.base import Mixer, MixPlan, is_structured
+from mixupe.objectives.base import MixPlan, is_structured
 from mixupe.objectives.hooks import INPUT_LAYER, check_layer_names
+from mixupe.objectives.mixer import Mixer
 
 __all__ = ["ManifoldMixup"]
 

@@ -18,8 +18,9 @@ from mixupe import functional as MF
 from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError
 from mixupe.functional import masks as MM
-from mixupe.objectives.base import Mixer, MixPlan, Objective
+from mixupe.objectives.base import MixPlan, Objective
 from mixupe.objectives.hooks import INPUT_LAYER
+from mixupe.objectives.mixer import Mixer
 
 __all__ = ["ERM", "CutMix", "Mixup"]
 

@@ -78,15 +78,14 @@ from mixupe import functional as MF
 from mixupe._transfer import to_device
 from mixupe.errors import ConfigError
 from mixupe.objectives.base import (
-    Mixer,
     MixingStep,
     Objective,
     ObjectiveOutput,
-    check_mixing,
     plan_targets,
     select_samples,
 )
 from mixupe.objectives.hooks import INPUT_LAYER
+from mixupe.objectives.mixer import Mixer, check_mixing
 from mixupe.objectives.mixing import Mixup
 from mixupe.objectives.mixupe_clean import CleanBatch, CleanPass, given_subset, run_passes
 from mixupe.objectives.mixupe_means import DirectionMeans

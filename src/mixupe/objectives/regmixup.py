@@ -11,14 +11,9 @@ from torch import Tensor, nn
 
 from mixupe import _checks as check
 from mixupe import functional as MF
-from mixupe.objectives.base import (
-    Mixer,
-    Objective,
-    ObjectiveOutput,
-    check_mixing,
-    plan_targets,
-)
+from mixupe.objectives.base import Objective, ObjectiveOutput, plan_targets
 from mixupe.objectives.hooks import INPUT_LAYER, forward_with_transform
+from mixupe.objectives.mixer import Mixer, check_mixing
 from mixupe.objectives.mixing import Mixup
 
 __all__ = ["RegMixup"]

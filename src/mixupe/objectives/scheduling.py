@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from mixupe import _checks as check
 from mixupe.errors import ConfigError
-from mixupe.objectives.base import Mixer, MixPlan
+from mixupe.objectives.base import MixPlan
 from mixupe.objectives.hooks import INPUT_LAYER
+from mixupe.objectives.mixer import Mixer
 
 __all__ = ["Scheduled", "Switch"]
 
