@@ -13,7 +13,8 @@ import mixupe
 
 # Modules whose examples need an optional part (see tests/conftest.py).
 NEEDS = {"mixupe.models.gin": "torch_geometric", "mixupe.data.superpixels": "skimage",
-         "mixupe.functional.cuts": "maxflow", "mixupe.hf": "transformers"}
+         "mixupe.functional.cuts": "maxflow", "mixupe.functional.graph_cuts": "maxflow",
+         "mixupe.hf": "transformers"}
 # The core library: each of these must carry at least one runnable example.
 CORE = {
     "mixupe", "mixupe.functional", "mixupe.objectives.base", "mixupe.objectives.hooks",

@@ -4,8 +4,9 @@ Modules: :mod:`~mixupe.functional.lambdas` (lambda, pairing, MixupE's constant),
 :mod:`~mixupe.functional.mixing` (mixed inputs and targets, the losses, CutMix's mask),
 :mod:`~mixupe.functional.scores` (MixupE's per-sample scores),
 :mod:`~mixupe.functional.checks` (checks of user tensors), and for the mixers of the family
-:mod:`~mixupe.functional.masks` (FMix, ResizeMix, SaliencyMix masks, boxes and saliency
-maps), :mod:`~mixupe.functional.cuts` (graph-cut labelings of Puzzle Mix and Co-Mixup) and
+:mod:`~mixupe.functional.masks` (FMix, ResizeMix, SaliencyMix masks and boxes, with the maps
+of :mod:`~mixupe.functional.saliency`), :mod:`~mixupe.functional.cuts` (graph-cut labelings
+of Puzzle Mix and Co-Mixup, with the solvers of :mod:`~mixupe.functional.graph_cuts`) and
 :mod:`~mixupe.functional.transport` (Sinkhorn and block transport). The names of the first
 four are exported here.
 
@@ -30,7 +31,17 @@ Example:
 
 from __future__ import annotations
 
-from mixupe.functional import checks, cuts, lambdas, masks, mixing, scores, transport
+from mixupe.functional import (
+    checks,
+    cuts,
+    graph_cuts,
+    lambdas,
+    masks,
+    mixing,
+    saliency,
+    scores,
+    transport,
+)
 from mixupe.functional.checks import check_finite_tensor, check_labels, check_soft_targets
 from mixupe.functional.lambdas import (
     LAMBDA_SAMPLERS,
@@ -60,6 +71,7 @@ __all__ = [
     "cuts",
     "directional_derivative_score",
     "fast_score",
+    "graph_cuts",
     "lambdas",
     "masks",
     "mix_inputs",
@@ -68,6 +80,7 @@ __all__ = [
     "mixing",
     "mixupe_constant",
     "one_hot",
+    "saliency",
     "sample_lambda",
     "sample_permutation",
     "scores",
