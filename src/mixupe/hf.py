@@ -54,6 +54,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mixupe.engine.state import load_objective_state, objective_state
+from mixupe.engine.step import training_step
 from mixupe.errors import ConfigError, DataUnavailableError, InputError
 from mixupe.objectives import Objective
 
@@ -154,9 +156,9 @@ class MixupTrainer(transformers.Trainer):
         labels = batch.pop(self.label_key)
         unwrapped = self.accelerator.unwrap_model(model)
         net = DictLogits(model, names=unwrapped, output_key=self.output_key)
-        out = self.objective(net, batch, labels)
-        self.last_output = out
-        loss = out.loss
+        result = training_step(self.objective, net, (batch, labels))
+        out = self.last_output = result.output
+        loss = result.loss
         if num_items_in_batch is not None:
             items = num_items_in_batch
             if labels.is_floating_point() and labels.dim() == 2:
@@ -170,10 +172,7 @@ class MixupTrainer(transformers.Trainer):
 
     # ----------------------------------------------------------------- objective state
     def _objective_state(self) -> dict[str, Any]:
-        state_dict = getattr(self.objective, "state_dict", None)
-        if callable(state_dict):
-            return state_dict()
-        return {"generator": self.objective.generator.get_state()}
+        return objective_state(self.objective)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any,
               **kwargs: Any) -> Any:
@@ -200,11 +199,7 @@ class MixupTrainer(transformers.Trainer):
                 f"{folder!r} holds no {OBJECTIVE_FILE}: it was not saved by MixupTrainer, so "
                 "the objective's draws cannot continue; resume from a MixupTrainer checkpoint."
             )
-        state = torch.load(path, weights_only=False)
-        if hasattr(self.objective, "load_state_dict"):
-            self.objective.load_state_dict(state)
-        else:
-            self.objective.generator.set_state(state["generator"])
+        load_objective_state(self.objective, torch.load(path, weights_only=False))
 
 
 class _SaveObjective(transformers.TrainerCallback):

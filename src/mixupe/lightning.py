@@ -57,7 +57,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mixupe import functional as MF
+from mixupe.engine.evaluation import loss_and_accuracy, sum_inputs
+from mixupe.engine.objective import set_epoch
+from mixupe.engine.state import load_objective_state, objective_state
+from mixupe.engine.step import split_batch, training_step
 from mixupe.errors import DataUnavailableError, InputError
 from mixupe.objectives import ManifoldMixup, MixupE, Objective
 from mixupe.sam import SAM
@@ -74,53 +77,6 @@ __all__ = ["CHECKPOINT_KEY", "MixupModule", "set_epoch", "split_batch"]
 
 CHECKPOINT_KEY = "mixupe_objective"
 Optimizers = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-
-
-def split_batch(batch: Any) -> tuple[Any, Tensor]:
-    """``(x, y)`` from a ``(x, y)`` pair, or from a PyG graph batch (``x = batch, y = batch.y``).
-
-    Example:
-        >>> x, y = split_batch((torch.zeros(2, 3), torch.tensor([0, 1])))
-        >>> tuple(x.shape), y.tolist()
-        ((2, 3), [0, 1])
-    """
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], batch[1]
-    if hasattr(batch, "num_graphs") and isinstance(getattr(batch, "y", None), Tensor):
-        return batch, batch.y
-    raise InputError(
-        f"a batch of type {type(batch).__name__} is not supported: yield (x, y) pairs, or PyG "
-        "graph batches with labels in .y"
-    )
-
-
-def _batch_size(y: Tensor) -> int:
-    return int(y.shape[0])
-
-
-def set_epoch(objective: Any, epoch: int) -> int:
-    """Call ``set_epoch(epoch)`` on every part of ``objective`` that has it (a ``Scheduled``
-    mixer inside MixupE, RegMixup or a ``Switch``, ...); returns how many were told.
-
-    Example:
-        >>> import mixupe
-        >>> sched = mixupe.Scheduled(mixupe.Mixup(num_classes=2), off_epoch=2)
-        >>> set_epoch(mixupe.MixupE(version=3, mixing=sched), 2), sched.active()
-        (1, False)
-    """
-    seen: set[int] = set()
-    told = 0
-    stack = [objective]
-    while stack:
-        part = stack.pop()
-        if part is None or id(part) in seen:
-            continue
-        seen.add(id(part))
-        if callable(getattr(part, "set_epoch", None)):
-            part.set_epoch(epoch)
-            told += 1
-        stack.extend(getattr(part, name, None) for name in ("mixing", "first", "second"))
-    return told
 
 
 def _shuffle_seed(base: int, epoch: int) -> int:
@@ -167,28 +123,21 @@ class MixupModule(pl.LightningModule):
         return next((o for o in optimizers if isinstance(o, SAM)), None)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x, y = split_batch(batch)
-        out = self.objective(self.model, x, y)
+        result = training_step(self.objective, self.model, batch)
         sam = self._sam()
         if sam is None or not sam.second_pass:  # SAM's pass at w + e is not logged
-            stats = {f"train/{k}": v for k, v in out.stat_tensors.items()}
+            stats = {f"train/{k}": v for k, v in result.stat_tensors.items()}
             # epoch means only: a per-step progress-bar value would sync every step
             self.log_dict(stats, on_step=False, on_epoch=True, sync_dist=True,
-                          batch_size=_batch_size(y))
-        return out.loss
+                          batch_size=result.batch_size)
+        return result.loss
 
     def _evaluate(self, batch: Any, prefix: str) -> None:
         x, y = split_batch(batch)
-        logits = self.model(x).float()
-        if y.is_floating_point():  # soft targets (B, K), e.g. MixCollate's
-            loss = MF.soft_cross_entropy(logits, y)
-            acc = (logits.argmax(1) == y.argmax(1)).float().mean()
-        else:
-            loss = torch.nn.functional.cross_entropy(logits, y)
-            acc = (logits.argmax(1) == y).float().mean()
+        loss, acc = loss_and_accuracy(self.model(x), y)
         self.log_dict({f"{prefix}/loss": loss, f"{prefix}/acc": acc}, on_step=False,
                       on_epoch=True, sync_dist=True, prog_bar=prefix == "val",
-                      batch_size=_batch_size(y))
+                      batch_size=int(y.shape[0]))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -237,18 +186,16 @@ class MixupModule(pl.LightningModule):
     def on_train_start(self) -> None:
         if not self.needs_data_mean():
             return
-        total: Tensor | None = None
-        count = torch.zeros((), dtype=torch.float64)
-        for batch in self.trainer.train_dataloader:
-            x, _ = split_batch(batch)
+
+        def tensor_inputs(x: Any) -> None:
             if not isinstance(x, Tensor):
                 raise InputError(
                     f"MixupE version {self.objective.version} needs tensor inputs to fit the "
                     f"data mean, got {type(x).__name__}: mix at a layer with ManifoldMixup"
                 )
-            part = x.detach().to(torch.float64).sum(0)
-            total = part if total is None else total + part
-            count += x.shape[0]
+
+        xs = (split_batch(batch)[0] for batch in self.trainer.train_dataloader)
+        total, count = sum_inputs(xs, check=tensor_inputs)
         if total is None:
             raise InputError("the training loader is empty; the data mean needs samples")
         strategy = self.trainer.strategy
@@ -257,14 +204,8 @@ class MixupModule(pl.LightningModule):
         self.objective.set_data_mean((total / count).cpu().unsqueeze(0))
 
     # ----------------------------------------------------------------- checkpoints
-    def _objective_state(self) -> dict[str, Any]:
-        state_dict = getattr(self.objective, "state_dict", None)
-        if callable(state_dict):
-            return state_dict()
-        return {"generator": self.objective.generator.get_state()}
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = self._objective_state()
+        state = objective_state(self.objective)
         states = [state]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             states = [None] * torch.distributed.get_world_size()
@@ -277,8 +218,4 @@ class MixupModule(pl.LightningModule):
             return
         states = saved["ranks"]
         rank = self.trainer.global_rank if self._trainer is not None else 0
-        state = states[rank] if rank < len(states) else states[0]
-        if hasattr(self.objective, "load_state_dict"):
-            self.objective.load_state_dict(state)
-        else:
-            self.objective.generator.set_state(state["generator"])
+        load_objective_state(self.objective, states[rank] if rank < len(states) else states[0])

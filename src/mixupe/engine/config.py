@@ -4,11 +4,9 @@ The run directory is derived from it (:meth:`TrainConfig.run_name`), so two runs
 train the same model share a directory and two that would not never do.
 
 Run names survive growth: a name shows, and its hash covers, the options that differ from the
-naming table :data:`NAMING_DEFAULTS`, not from the dataclass defaults. The table holds the
-first release's defaults, frozen, and every field added since enters it with the value that
-reproduces the behaviour from before it existed. Adding a field, or changing a default, thus
-renames no existing run; a stored ``config.json`` that lacks a newer field is read with that
-field's naming value (:meth:`TrainConfig.from_stored`).
+naming table :data:`NAMING_DEFAULTS`, not from the dataclass defaults (the naming code and
+its tables are in :mod:`mixupe.engine.naming`); a stored ``config.json`` that lacks a newer
+field is read with that field's naming value (:meth:`TrainConfig.from_stored`).
 
 >>> cfg = TrainConfig(dataset="digits", method="mixupe", alpha=2.0, eta=0.01)
 >>> cfg.run_name().split("/")[:3]
@@ -20,16 +18,18 @@ True
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from mixupe.engine import naming
+from mixupe.engine.naming import (  # the naming tables, importable from here as before
+    _NAMING_ADDED,
+    _SHORT,  # noqa: F401
+    NAMING_DEFAULTS,
+    data_identity,  # noqa: F401
+)
 from mixupe.errors import ConfigError
 
 __all__ = ["METHODS", "NAMING_DEFAULTS", "TrainConfig"]
@@ -46,104 +46,6 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 AMP_DTYPES = ("auto", "bf16", "fp16")
 
-# Options that say where and how a run executes, not what it computes: left out of the run
-# name and its hash (deterministic only chooses among kernels for the same computation).
-_PLACEMENT_FIELDS = ("device", "deterministic")
-
-# The naming table, version 1: the defaults of the first release, frozen. A run name shows
-# the options whose value differs from this table; normalisation resets options that cannot
-# affect a run to these values. Never edit a value here: that would rename committed runs.
-_NAMING_V1: dict[str, Any] = {
-    "dataset": "digits", "model": "mlp", "method": "erm", "alpha": 1.0, "per_sample": False,
-    "mixing": "auto", "mix_layers": None, "label_smoothing": 0.0, "eta": 1e-3, "version": 3,
-    "threshold": 1.0, "fast_sign": -1, "rescale": True, "clean_pass": "separate",
-    "epochs": 10, "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
-    "weight_decay": 1e-4, "schedule": "cosine", "warmup_epochs": 0, "milestones": (),
-    "gamma": 0.1, "model_options": (), "data_options": (), "fgsm_eps": 0.03, "ece_bins": 15,
-    "seed": 0, "device": "auto", "amp": False,
-}
-# Fields added after version 1, each with the value that reproduces the behaviour from before
-# it existed (its dataclass default may differ). Append new fields here; never edit a value.
-# - data_seed: runs used to load every dataset with the loader's default seed 0.
-# - full_eval: runs used to evaluate test and FGSM after every epoch.
-# - the Mixup family's knobs: before them every batch was mixed, by one Beta(alpha, alpha)
-#   lambda for inputs and labels, CutMix boxes came from lambda, and no SAM was used.
-# - val_every: runs used to validate after every epoch.
-# - lambda_sampler: runs used to draw Beta lambdas with torch's private Dirichlet sampler.
-# - clean_fraction: MixupE's clean pass used to run on the whole batch.
-# - cutmix_axes: CutMix used to choose its box axes from the input's rank.
-# - amp_dtype: --amp used to pick bf16 where the GPU supports it, else fp16.
-# - deterministic: runs used PyTorch's default (possibly non-deterministic) kernels.
-_NAMING_ADDED: dict[str, Any] = {
-    "data_seed": 0,
-    "full_eval": "each-epoch",
-    "mixer_options": (),
-    "mix_prob": 1.0,
-    "off_epoch": None,
-    "label_alpha": None,
-    "cutmix_alpha": None,
-    "cutmix_minmax": None,
-    "switch_prob": 0.5,
-    "sam_rho": None,
-    "val_every": 1,
-    "clean_fraction": 1.0,
-    "cutmix_axes": None,
-    "lambda_sampler": "dirichlet",
-    "amp_dtype": "auto",
-    "deterministic": False,
-}
-NAMING_DEFAULTS: dict[str, Any] = {**_NAMING_V1, **_NAMING_ADDED}
-
-# Short labels used in run names for options that differ from their naming value.
-_SHORT = {
-    "alpha": "a",
-    "per_sample": "ps",
-    "mixing": "mix",
-    "mix_layers": "layers",
-    "label_smoothing": "ls",
-    "eta": "eta",
-    "version": "v",
-    "threshold": "t",
-    "fast_sign": "sign",
-    "rescale": "rescale",
-    "clean_pass": "clean",
-    "epochs": "e",
-    "batch_size": "b",
-    "optimizer": "opt",
-    "lr": "lr",
-    "momentum": "mom",
-    "weight_decay": "wd",
-    "schedule": "sched",
-    "warmup_epochs": "warm",
-    "milestones": "ms",
-    "gamma": "gamma",
-    "model_options": "mo",
-    "data_options": "do",
-    "fgsm_eps": "fgsm",
-    "ece_bins": "bins",
-    "amp": "amp",
-    "data_seed": "split",
-    "full_eval": "feval",
-    "val_every": "ve",
-    "lambda_sampler": "lam",
-    "mixer_options": "mxo",
-    "mix_prob": "p",
-    "off_epoch": "off",
-    "label_alpha": "la",
-    "cutmix_alpha": "ca",
-    "cutmix_minmax": "minmax",
-    "switch_prob": "sw",
-    "sam_rho": "sam",
-    "clean_fraction": "cf",
-    "cutmix_axes": "axes",
-    "amp_dtype": "ampdt",
-}
-_METHOD_PART = (
-    "alpha", "per_sample", "mixing", "mix_layers", "label_smoothing", "eta", "version",
-    "threshold", "fast_sign", "rescale", "clean_pass", "mixer_options", "mix_prob",
-    "off_epoch", "label_alpha", "cutmix_alpha", "cutmix_minmax", "switch_prob",
-    "clean_fraction", "cutmix_axes",
-)
 _OPTION_FIELDS = ("model_options", "data_options", "mixer_options")
 
 
@@ -176,70 +78,35 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-# Data options that say where files are, not what they hold: a run is named and hashed by
-# what ``root`` holds (data_identity), and ``cache_dir`` is left out; config.json keeps both.
-_DATA_PATH_OPTIONS = ("root",)
-_DATA_PLACEMENT_OPTIONS = ("cache_dir",)
-_WHOLE_FILE_BYTES = 64 << 20
-
-
-@functools.lru_cache(maxsize=64)
-def data_identity(path: str) -> str:
-    """A run-name label of a data path that does not depend on where it is mounted: the file
-    or folder name and six hex digits of its content (a file's bytes up to 64 MiB, else its
-    size; a folder's file names and sizes, hidden files left out). A path that does not
-    exist (yet) is labelled by its name alone. Cached per path for the process.
-
-    >>> data_identity("/nowhere/TOY")
-    'TOY'
-    """
-    where = Path(path).expanduser()
-    name = where.resolve().name or "root"
-    digest = hashlib.sha256()
-    if where.is_file():
-        size = where.stat().st_size
-        digest.update(where.read_bytes() if size <= _WHOLE_FILE_BYTES else str(size).encode())
-    elif where.is_dir():
-        for folder, dirs, files in os.walk(where):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for file in sorted(f for f in files if not f.startswith(".")):
-                full = Path(folder) / file
-                rel = full.relative_to(where).as_posix()
-                digest.update(f"{rel}\0{full.stat().st_size}\n".encode())
-    else:
-        return name
-    return f"{name}-{digest.hexdigest()[:6]}"
-
-
-def _named_data_options(options: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
-    """``data_options`` as a run is named and hashed by: paths by their content's identity."""
-    return tuple((key, data_identity(str(value)) if key in _DATA_PATH_OPTIONS
-                  and isinstance(value, str) else value)
-                 for key, value in options if key not in _DATA_PLACEMENT_OPTIONS)
-
-
 def _thaw(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_thaw(v) for v in value]
     return value
 
 
-def _fmt(value: Any) -> str:
-    """A compact, file-name-safe rendering of an option value."""
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, float):
-        text = f"{value:g}"
-    elif isinstance(value, tuple):
-        text = "_".join(
-            f"{_fmt(v[0])}{_fmt(v[1])}" if isinstance(v, tuple) and len(v) == 2 else _fmt(v)
-            for v in value
+def _choice(cfg: Any, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not supported; choose one of {allowed}")
+
+
+def _number(cfg: Any, name: str, *, low: float, strict: bool = False, high: float | None = None,
+            integer: bool = False) -> None:
+    value = getattr(cfg, name)
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(
+            f"{name}={value!r} must be {'an integer' if integer else 'a number'}"
         )
-    elif value is None:
-        text = "none"
-    else:
-        text = str(value)
-    return re.sub(r"[^A-Za-z0-9.+_-]", "", text)
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be finite; pass a finite number")
+    bad_low = value <= low if strict else value < low
+    if bad_low or (high is not None and value > high):
+        rel = ">" if strict else ">="
+        bound = f" and <= {high}" if high is not None else ""
+        raise ConfigError(
+            f"{name}={value!r} is out of range; it must be {rel} {low}{bound}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -352,45 +219,33 @@ class TrainConfig:
         self._check()
 
     def _check(self) -> None:
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"{name}={value!r} is not supported; choose one of {allowed}")
+        """Refuse invalid values, topic by topic (the first problem found is raised)."""
+        self._check_names()
+        self._check_method()
+        self._check_training()
+        self._check_evaluation()
+        self._check_family()
+        self._check_placement()
 
-        def number(name: str, *, low: float, strict: bool = False, high: float | None = None,
-                   integer: bool = False) -> None:
-            value = getattr(self, name)
-            kind = int if integer else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise ConfigError(
-                    f"{name}={value!r} must be {'an integer' if integer else 'a number'}"
-                )
-            if not math.isfinite(value):
-                raise ConfigError(f"{name}={value!r} must be finite; pass a finite number")
-            bad_low = value <= low if strict else value < low
-            if bad_low or (high is not None and value > high):
-                rel = ">" if strict else ">="
-                bound = f" and <= {high}" if high is not None else ""
-                raise ConfigError(
-                    f"{name}={value!r} is out of range; it must be {rel} {low}{bound}"
-                )
-
+    def _check_names(self) -> None:
         for name in ("dataset", "model"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be a non-empty name")
-        choice("method", METHODS)
-        choice("mixing", MIXINGS)
-        choice("clean_pass", CLEAN_PASSES)
-        choice("full_eval", FULL_EVALS)
-        number("val_every", low=1, integer=True)
-        choice("lambda_sampler", ("transform", "dirichlet"))
-        choice("optimizer", OPTIMIZERS)
-        choice("schedule", SCHEDULES)
-        number("alpha", low=0.0, strict=True)
-        number("label_smoothing", low=0.0, high=0.999)
-        number("eta", low=0.0)
-        number("version", low=1, high=4, integer=True)
-        number("clean_fraction", low=0.0, strict=True, high=1.0)
+        _choice(self, "method", METHODS)
+        _choice(self, "mixing", MIXINGS)
+        _choice(self, "clean_pass", CLEAN_PASSES)
+        _choice(self, "full_eval", FULL_EVALS)
+        _number(self, "val_every", low=1, integer=True)
+        _choice(self, "lambda_sampler", ("transform", "dirichlet"))
+        _choice(self, "optimizer", OPTIMIZERS)
+        _choice(self, "schedule", SCHEDULES)
+
+    def _check_method(self) -> None:
+        _number(self, "alpha", low=0.0, strict=True)
+        _number(self, "label_smoothing", low=0.0, high=0.999)
+        _number(self, "eta", low=0.0)
+        _number(self, "version", low=1, high=4, integer=True)
+        _number(self, "clean_fraction", low=0.0, strict=True, high=1.0)
         axes = self.cutmix_axes
         if axes is not None and (
             not isinstance(axes, tuple)
@@ -404,15 +259,17 @@ class TrainConfig:
                 "chooses by the input's rank"
             )
         if self.threshold is not None:
-            number("threshold", low=-math.inf)
+            _number(self, "threshold", low=-math.inf)
         if self.fast_sign not in (-1, 1) or isinstance(self.fast_sign, bool):
             raise ConfigError(f"fast_sign={self.fast_sign!r} must be -1 or 1")
-        number("epochs", low=1, integer=True)
-        number("batch_size", low=1, integer=True)
-        number("lr", low=0.0, strict=True)
-        number("momentum", low=0.0, high=0.999999)
-        number("weight_decay", low=0.0)
-        number("warmup_epochs", low=0, integer=True)
+
+    def _check_training(self) -> None:
+        _number(self, "epochs", low=1, integer=True)
+        _number(self, "batch_size", low=1, integer=True)
+        _number(self, "lr", low=0.0, strict=True)
+        _number(self, "momentum", low=0.0, high=0.999999)
+        _number(self, "weight_decay", low=0.0)
+        _number(self, "warmup_epochs", low=0, integer=True)
         if self.warmup_epochs > self.epochs:
             raise ConfigError(
                 f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}; "
@@ -431,18 +288,21 @@ class TrainConfig:
                 "schedule='step' needs milestones, e.g. milestones=(30, 60); "
                 "or use schedule='cosine'"
             )
-        number("gamma", low=0.0, strict=True, high=1.0)
-        number("fgsm_eps", low=0.0)
-        number("ece_bins", low=1, integer=True)
-        number("seed", low=0, integer=True)
+        _number(self, "gamma", low=0.0, strict=True, high=1.0)
+
+    def _check_evaluation(self) -> None:
+        _number(self, "fgsm_eps", low=0.0)
+        _number(self, "ece_bins", low=1, integer=True)
+        _number(self, "seed", low=0, integer=True)
         if self.data_seed is not None:
-            number("data_seed", low=0, integer=True)
+            _number(self, "data_seed", low=0, integer=True)
         if any(key == "seed" for key, _ in self.data_options):
             raise ConfigError(
                 "data_options sets 'seed'; the split seed is the config's data_seed (None: the "
                 "run seed), so pass data_seed=N instead"
             )
-        self._check_family(number)
+
+    def _check_placement(self) -> None:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise ConfigError(
                 f"device={self.device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
@@ -455,14 +315,14 @@ class TrainConfig:
                 "names, or None for the model's own mix_layers"
             )
 
-    def _check_family(self, number: Any) -> None:
-        number("mix_prob", low=0.0, high=1.0)
-        number("switch_prob", low=0.0, high=1.0)
+    def _check_family(self) -> None:
+        _number(self, "mix_prob", low=0.0, high=1.0)
+        _number(self, "switch_prob", low=0.0, high=1.0)
         for name in ("label_alpha", "cutmix_alpha", "sam_rho"):
             if getattr(self, name) is not None:
-                number(name, low=0.0, strict=True)
+                _number(self, name, low=0.0, strict=True)
         if self.off_epoch is not None:
-            number("off_epoch", low=1, integer=True)
+            _number(self, "off_epoch", low=1, integer=True)
         mm = self.cutmix_minmax
         if mm is not None and not (
             isinstance(mm, tuple) and len(mm) == 2
@@ -505,37 +365,7 @@ class TrainConfig:
 
         Reset options take their naming value (:data:`NAMING_DEFAULTS`).
         """
-        reset: set[str] = set()
-        mixupe_only = {"mixing", "eta", "version", "threshold", "fast_sign", "rescale",
-                       "clean_pass", "clean_fraction"}
-        knobs = {"mixer_options", "mix_prob", "off_epoch", "label_alpha", "cutmix_alpha",
-                 "cutmix_minmax", "switch_prob", "cutmix_axes"}
-        mixer = self.mixer_name()
-        if self.method == "erm":
-            reset |= mixupe_only | knobs | {"alpha", "per_sample", "mix_layers", "lambda_sampler"}
-        elif self.method == "mixupe":
-            if self.version in (2, 4):
-                reset.add("threshold")  # versions 2 and 4 use every sample
-            if self.version in (1, 2):
-                reset.add("fast_sign")  # the sign only applies to the fast score
-        elif self.method in ("regmixup", "mixup-ce"):
-            reset |= mixupe_only - {"mixing", "eta"}
-        else:
-            reset |= mixupe_only
-        if mixer not in (None, "auto", "manifold", "alignmix"):
-            reset.add("mix_layers")
-        if mixer not in ("mixup", "mixup-cutmix", "auto"):
-            reset.add("label_alpha")
-        if mixer not in ("cutmix", "mixup-cutmix"):
-            reset |= {"cutmix_minmax", "cutmix_axes"}
-        if mixer != "mixup-cutmix":
-            reset |= {"cutmix_alpha", "switch_prob"}
-        if self.schedule != "step":
-            reset |= {"milestones", "gamma"}
-        if self.optimizer != "sgd":
-            reset.add("momentum")
-        if not self.amp:
-            reset.add("amp_dtype")
+        reset = naming.unused_options(self)
         return dataclasses.replace(self, **{name: NAMING_DEFAULTS[name] for name in reset})
 
     def mixer_name(self) -> str | None:
@@ -608,16 +438,9 @@ class TrainConfig:
 
         The hash covers every field of the version-1 naming table and each later field whose
         value differs from its naming value, so a new field at its naming value changes no
-        hash.
+        hash (see :mod:`mixupe.engine.naming`).
         """
-        norm = self.normalized()
-        norm = dataclasses.replace(norm, data_options=_named_data_options(norm.data_options))
-        cfg = norm.to_dict()
-        d = {k: cfg[k] for k in _NAMING_V1 if k not in _PLACEMENT_FIELDS}
-        d |= {k: cfg[k] for k, legacy in _NAMING_ADDED.items()
-              if k not in _PLACEMENT_FIELDS and getattr(norm, k) != legacy}
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:6]
+        return naming.config_hash(self)
 
     def run_name(self) -> str:
         """A readable relative path naming the run: dataset/model/method-options/seed-hash.
@@ -625,9 +448,9 @@ class TrainConfig:
         Every option that differs from its naming value (:data:`NAMING_DEFAULTS`) appears; the
         hash covers all options (except ``device`` and ``deterministic``, which say where and
         how a run executes, not what it computes). A data path (``data_options`` ``root``)
-        enters both as its content's identity (:func:`data_identity`), so moving or
-        remounting the data keeps the name; ``cache_dir`` enters neither. ``config.json``
-        keeps the paths as given.
+        enters both as its content's identity (:func:`~mixupe.engine.naming.data_identity`),
+        so moving or remounting the data keeps the name; ``cache_dir`` enters neither.
+        ``config.json`` keeps the paths as given.
 
         >>> TrainConfig(method="mixup", alpha=0.2, epochs=3).run_name()[:-6]
         'digits/mlp/mixup-a0.2/e3-splitrun-fevalend-lamtransform-seed0-'
@@ -635,37 +458,4 @@ class TrainConfig:
         ...             full_eval="each-epoch", lambda_sampler="dirichlet").run_name()[:-6]
         'digits/mlp/mixup-a0.2/e3-seed0-'
         """
-        cfg = self.normalized()
-
-        def differs(name: str) -> bool:
-            value = getattr(cfg, name)
-            if name == "data_options":
-                value = _named_data_options(value)
-            return value != NAMING_DEFAULTS[name]
-
-        def token(name: str) -> str:
-            value = getattr(cfg, name)
-            if name == "data_options":
-                value = _named_data_options(value)
-            if name == "data_seed" and value is None:
-                return f"{_SHORT[name]}run"  # the split drawn from the run seed
-            return f"{_SHORT[name]}{_fmt(value)}"
-
-        method = [cfg.method]
-        if cfg.method == "mixupe":
-            method.append(f"v{cfg.version}")
-        if cfg.method != "erm":
-            method.append(f"a{_fmt(cfg.alpha)}")
-        if cfg.method in ("mixupe", "regmixup", "mixup-ce"):
-            method.append(f"eta{_fmt(cfg.eta)}")
-            if cfg.version in (1, 3):
-                method.append(f"t{_fmt(cfg.threshold)}")
-            if cfg.version in (3, 4):
-                method.append(f"sign{cfg.fast_sign}")
-        shown = {"alpha", "version", "eta", "threshold", "fast_sign"}
-        method += [token(n) for n in _METHOD_PART if n not in shown and differs(n)]
-        train = [token(n) for n in _SHORT if n not in _METHOD_PART and differs(n)]
-        train += [f"seed{cfg.seed}", cfg.config_hash()]
-        parts = [_fmt(cfg.dataset), _fmt(cfg.model), "-".join(method)[:120],
-                 "-".join(train)[-120:].lstrip("-")]
-        return "/".join(parts)
+        return naming.run_name(self)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,9 @@ __all__ = [
     "all_reduce_sum",
     "broadcast_object",
     "broadcast_tensor",
+    "on_main",
     "setup",
+    "sync_buffers",
     "teardown",
 ]
 
@@ -184,6 +187,34 @@ def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def on_main(ctx: DistContext, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on rank 0 only; every rank gets its value, or raises its exception."""
+    value, error = None, None
+    if ctx.is_main:
+        try:
+            value = fn()
+        except Exception as exc:
+            if not ctx.distributed:
+                raise
+            error = exc
+    value, error = broadcast_object((value, error), ctx)
+    if error is not None:
+        raise error
+    return value
+
+
+def sync_buffers(model: torch.nn.Module, ctx: DistContext) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP broadcasts them at the start of each forward, so after the last step of an epoch the
+    other ranks still hold statistics of their own last batch; evaluation and the checkpoint
+    need one model.
+    """
+    if ctx.distributed:
+        for buf in model.buffers():
+            broadcast_tensor(buf, ctx)
 
 
 def _comm_device(ctx: DistContext) -> torch.device:

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +25,72 @@ __all__ = ["build_mixer", "build_objective", "set_epoch"]
 # mixers that mix raw inputs (refused for graph batches, which mix the pooled embedding)
 _INPUT_MIXERS = ("cutmix", "mixup-cutmix", "fmix", "resizemix", "saliencymix", "puzzlemix",
                  "comixup")
+
+
+@dataclass(frozen=True)
+class _MixerArgs:
+    """What the mixer builders of :data:`_BUILDERS` take: the config, the shared objective
+    options (``common``), those plus the mixing ones (``mix``), ``mixer_options``, the layers
+    to mix at and whether the batches are graphs."""
+
+    cfg: TrainConfig
+    common: dict[str, Any]
+    mix: dict[str, Any]
+    extra: dict[str, Any]
+    layers: tuple[str, ...]
+    graphs: bool
+
+
+def _mixup(O: Any, a: _MixerArgs) -> Any:
+    if a.graphs:  # graphs mix their pooled embedding
+        return O.ManifoldMixup(**a.mix, layers=["pool"], **a.extra)
+    return O.Mixup(**a.mix, label_alpha=a.cfg.label_alpha, **a.extra)
+
+
+def _cutmix(O: Any, a: _MixerArgs) -> Any:
+    return O.CutMix(**a.mix, minmax=a.cfg.cutmix_minmax, axes=a.cfg.cutmix_axes, **a.extra)
+
+
+def _mixup_cutmix(O: Any, a: _MixerArgs) -> Any:
+    cfg = a.cfg
+    if a.extra:
+        raise ConfigError("mixer_options do not apply to 'mixup-cutmix'; use its "
+                          "own fields (cutmix_alpha, cutmix_minmax, switch_prob)")
+    cut_alpha = cfg.alpha if cfg.cutmix_alpha is None else cfg.cutmix_alpha
+    return O.Switch(O.Mixup(**a.mix, label_alpha=cfg.label_alpha),
+                    O.CutMix(**{**a.mix, "alpha": cut_alpha}, minmax=cfg.cutmix_minmax,
+                             axes=cfg.cutmix_axes),
+                    switch_prob=cfg.switch_prob)
+
+
+def _at_layers(cls: str) -> Callable[[Any, _MixerArgs], Any]:
+    def build(O: Any, a: _MixerArgs) -> Any:
+        layers = ("pool",) if a.graphs and a.cfg.mix_layers is None else a.layers
+        return getattr(O, cls)(**a.mix, layers=list(layers) if layers else None, **a.extra)
+
+    return build
+
+
+def _plain(cls: str) -> Callable[[Any, _MixerArgs], Any]:
+    def build(O: Any, a: _MixerArgs) -> Any:
+        return getattr(O, cls)(**a.mix, **a.extra)
+
+    return build
+
+
+# How each mixer name is built from the config (``O`` is mixupe.objectives).
+_BUILDERS: dict[str, Callable[[Any, _MixerArgs], Any]] = {
+    "mixup": _mixup,
+    "cutmix": _cutmix,
+    "mixup-cutmix": _mixup_cutmix,
+    "manifold": _at_layers("ManifoldMixup"),
+    "alignmix": _at_layers("AlignMix"),
+    "resizemix": lambda O, a: O.ResizeMix(**a.common, **a.extra),
+    "comixup": lambda O, a: O.CoMixup(**a.common, alpha=a.cfg.alpha, **a.extra),
+    "fmix": _plain("FMix"),
+    "saliencymix": _plain("SaliencyMix"),
+    "puzzlemix": _plain("PuzzleMix"),
+}
 
 
 def build_mixer(cfg: TrainConfig, *, model: nn.Module, common: dict[str, Any],
@@ -41,37 +109,12 @@ def build_mixer(cfg: TrainConfig, *, model: nn.Module, common: dict[str, Any],
             "(mixed at the pooled embedding) or 'manifold'"
         )
     extra = dict(cfg.mixer_options)
-    mix = {**common, "alpha": cfg.alpha, "per_sample": cfg.per_sample}
     layers = cfg.mix_layers if cfg.mix_layers is not None else tuple(
         getattr(model, "mix_layers", ()) or ())
+    args = _MixerArgs(cfg, common, {**common, "alpha": cfg.alpha, "per_sample": cfg.per_sample},
+                      extra, layers, graphs)
     try:
-        if name == "mixup" and graphs:
-            mixer = O.ManifoldMixup(**mix, layers=["pool"], **extra)
-        elif name == "mixup":
-            mixer = O.Mixup(**mix, label_alpha=cfg.label_alpha, **extra)
-        elif name == "cutmix":
-            mixer = O.CutMix(**mix, minmax=cfg.cutmix_minmax, axes=cfg.cutmix_axes, **extra)
-        elif name == "mixup-cutmix":
-            if extra:
-                raise ConfigError("mixer_options do not apply to 'mixup-cutmix'; use its "
-                                  "own fields (cutmix_alpha, cutmix_minmax, switch_prob)")
-            cut_alpha = cfg.alpha if cfg.cutmix_alpha is None else cfg.cutmix_alpha
-            mixer = O.Switch(O.Mixup(**mix, label_alpha=cfg.label_alpha),
-                             O.CutMix(**{**mix, "alpha": cut_alpha}, minmax=cfg.cutmix_minmax,
-                                      axes=cfg.cutmix_axes),
-                             switch_prob=cfg.switch_prob)
-        elif name in ("manifold", "alignmix"):
-            if graphs and cfg.mix_layers is None:
-                layers = ("pool",)
-            cls = O.ManifoldMixup if name == "manifold" else O.AlignMix
-            mixer = cls(**mix, layers=list(layers) if layers else None, **extra)
-        elif name == "resizemix":
-            mixer = O.ResizeMix(**common, **extra)
-        elif name == "comixup":
-            mixer = O.CoMixup(**common, alpha=cfg.alpha, **extra)
-        else:
-            cls = {"fmix": O.FMix, "saliencymix": O.SaliencyMix, "puzzlemix": O.PuzzleMix}[name]
-            mixer = cls(**mix, **extra)
+        mixer = _BUILDERS[name](O, args)
     except TypeError as exc:  # an unknown mixer option
         raise ConfigError(f"mixer_options {extra} do not fit {name}: {exc}; see the "
                           f"mixer's docstring for its options") from None
@@ -116,12 +159,27 @@ def build_objective(cfg: TrainConfig, *, model: nn.Module, num_classes: int, dom
                     clean_fraction=cfg.clean_fraction, validate=False, check_finite=False)
 
 
-def set_epoch(objective: Any, epoch: int) -> None:
-    """Tell every schedule inside ``objective`` (e.g. :class:`~mixupe.objectives.Scheduled`,
-    possibly wrapped by MixupE or RegMixup) that ``epoch`` (from 1) starts."""
-    seen = 0
-    while objective is not None and seen < 8:
-        if callable(getattr(objective, "set_epoch", None)):
-            objective.set_epoch(epoch)
-        objective = getattr(objective, "mixing", None)
-        seen += 1
+def set_epoch(objective: Any, epoch: int) -> int:
+    """Call ``set_epoch(epoch)`` (epochs from 1) on every part of ``objective`` that has it
+    (a ``Scheduled`` mixer inside MixupE, RegMixup or a ``Switch``, ...); returns how many
+    were told.
+
+    Example:
+        >>> import mixupe
+        >>> sched = mixupe.Scheduled(mixupe.Mixup(num_classes=2), off_epoch=2)
+        >>> set_epoch(mixupe.MixupE(version=3, mixing=sched), 2), sched.active()
+        (1, False)
+    """
+    seen: set[int] = set()
+    told = 0
+    stack = [objective]
+    while stack:
+        part = stack.pop()
+        if part is None or id(part) in seen:
+            continue
+        seen.add(id(part))
+        if callable(getattr(part, "set_epoch", None)):
+            part.set_epoch(epoch)
+            told += 1
+        stack.extend(getattr(part, name, None) for name in ("mixing", "first", "second"))
+    return told
