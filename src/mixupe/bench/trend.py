@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixupe.bench.report import _fmt_paired  # one format for every paired difference
+from mixupe.bench.formats import fmt_paired  # one format for every paired difference
 from mixupe.bench.rundirs import RunReader
 from mixupe.bench.suites import read_manifests
 from mixupe.bench.summary import BEST, Paired, SuiteSummary
@@ -136,7 +136,7 @@ def render_trend(rows: Sequence[TrendRow], summary: SuiteSummary) -> str:
         for comparison in dict.fromkeys(r.comparison for r in mine):
             by = {r.dataset: r for r in mine if r.comparison == comparison}
             for kind in ("final", "best-val"):
-                cells = [_fmt_paired(getattr(by[d], "final" if kind == "final" else "best"))
+                cells = [fmt_paired(getattr(by[d], "final" if kind == "final" else "best"))
                          if d in by else "–" for d in labels]
                 lines.append(f"| {comparison if kind == 'final' else ''} | {kind} | "
                              + " | ".join(cells) + " |")

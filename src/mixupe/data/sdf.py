@@ -58,6 +58,17 @@ def _int_field(line: str, start: int, stop: int, what: str, where: str) -> int:
 
 
 def _parse_record(lines: list[str], where: str) -> Molecule:
+    n_atoms, n_bonds = _counts(lines, where)
+    atoms, charges = _atom_block(lines[4 : 4 + n_atoms], where)
+    bonds = _bond_block(lines[4 + n_atoms : 4 + n_atoms + n_bonds], n_atoms, where)
+    rest = lines[4 + n_atoms + n_bonds :]
+    properties_start, charges = _properties_block(rest, charges, n_atoms, where)
+    properties = _data_items(rest[properties_start:])
+    return Molecule(lines[0].strip(), atoms, charges, bonds, properties)
+
+
+def _counts(lines: list[str], where: str) -> tuple[int, int]:
+    """The atom and bond counts of the counts line, checked against the record's length."""
     if len(lines) < 4:
         raise CorruptDataError(f"{where}: record has {len(lines)} lines, too short for a molfile")
     counts = lines[3]
@@ -70,9 +81,15 @@ def _parse_record(lines: list[str], where: str) -> Molecule:
             f"{where}: counts line declares {n_atoms} atoms and {n_bonds} bonds but the record "
             f"has only {len(lines) - 4} lines after the header; the file is truncated, replace it"
         )
+    return n_atoms, n_bonds
+
+
+def _atom_block(lines: list[str], where: str) -> tuple[list[str], list[int]]:
+    """Element symbols and atom-block charges; radicals and H-count or valence overrides are
+    refused (this reader could not count the hydrogens)."""
     atoms: list[str] = []
     charges: list[int] = []
-    for line in lines[4 : 4 + n_atoms]:
+    for line in lines:
         symbol = line[31:34].strip()
         if not symbol or not symbol[0].isalpha():
             raise CorruptDataError(f"{where}: bad atom line {line!r}; replace the file")
@@ -88,8 +105,13 @@ def _parse_record(lines: list[str], where: str) -> Molecule:
             )
         atoms.append(symbol)
         charges.append(_CHARGE_CODES.get(code, 0))
+    return atoms, charges
+
+
+def _bond_block(lines: list[str], n_atoms: int, where: str) -> list[tuple[int, int, int]]:
+    """Bonds as 0-based (i, j, order); aromatic bonds are refused."""
     bonds: list[tuple[int, int, int]] = []
-    for line in lines[4 + n_atoms : 4 + n_atoms + n_bonds]:
+    for line in lines:
         a = _int_field(line, 0, 3, "bond atom", where)
         b = _int_field(line, 3, 6, "bond atom", where)
         order = _int_field(line, 6, 9, "bond type", where)
@@ -100,15 +122,17 @@ def _parse_record(lines: list[str], where: str) -> Molecule:
         if not (1 <= a <= n_atoms and 1 <= b <= n_atoms) or a == b or order not in (1, 2, 3):
             raise CorruptDataError(f"{where}: bad bond line {line!r}; replace the file")
         bonds.append((a - 1, b - 1, order))
-    rest = lines[4 + n_atoms + n_bonds :]
-    properties_start = len(rest)
-    saw_end = False
+    return bonds
+
+
+def _properties_block(rest: list[str], charges: list[int], n_atoms: int,
+                      where: str) -> tuple[int, list[int]]:
+    """The lines after the bonds up to ``M  END``: where the data items start (the index
+    after ``M  END``), and the charges (``M  CHG`` lines supersede the atom block's)."""
     charge_lines_seen = False
     for k, line in enumerate(rest):
         if line.startswith("M  END"):
-            saw_end = True
-            properties_start = k + 1
-            break
+            return k + 1, charges
         if line.startswith("M  RAD"):
             raise CorruptDataError(f"{where}: line {line!r} marks radicals; {_UNREADABLE}")
         if line.startswith("M  CHG"):
@@ -116,21 +140,29 @@ def _parse_record(lines: list[str], where: str) -> Molecule:
             if not charge_lines_seen:
                 charges = [0] * n_atoms
                 charge_lines_seen = True
-            fields = line.split()[3:]
-            for atom, value in zip(fields[0::2], fields[1::2], strict=False):
-                try:
-                    index, charge = int(atom) - 1, int(value)
-                except ValueError as exc:
-                    raise CorruptDataError(f"{where}: bad charge line {line!r}") from exc
-                if not 0 <= index < n_atoms:
-                    raise CorruptDataError(f"{where}: charge line {line!r} names a missing atom")
-                charges[index] = charge
-    if not saw_end:
-        raise CorruptDataError(f"{where}: no 'M  END' line; the file is truncated, replace it")
+            _charge_line(line, charges, n_atoms, where)
+    raise CorruptDataError(f"{where}: no 'M  END' line; the file is truncated, replace it")
+
+
+def _charge_line(line: str, charges: list[int], n_atoms: int, where: str) -> None:
+    """Apply one ``M  CHG`` line's (atom, charge) pairs to ``charges`` in place."""
+    fields = line.split()[3:]
+    for atom, value in zip(fields[0::2], fields[1::2], strict=False):
+        try:
+            index, charge = int(atom) - 1, int(value)
+        except ValueError as exc:
+            raise CorruptDataError(f"{where}: bad charge line {line!r}") from exc
+        if not 0 <= index < n_atoms:
+            raise CorruptDataError(f"{where}: charge line {line!r} names a missing atom")
+        charges[index] = charge
+
+
+def _data_items(lines: list[str]) -> dict[str, str]:
+    """The ``> <KEY>`` data items after ``M  END``: key -> value (lines joined, stripped)."""
     properties: dict[str, str] = {}
     key: str | None = None
     values: list[str] = []
-    for line in rest[properties_start:]:
+    for line in lines:
         if line.startswith(">"):
             if key is not None:
                 properties[key] = "\n".join(values).strip()
@@ -141,7 +173,7 @@ def _parse_record(lines: list[str], where: str) -> Molecule:
             values.append(line)
     if key is not None:
         properties[key] = "\n".join(values).strip()
-    return Molecule(lines[0].strip(), atoms, charges, bonds, properties)
+    return properties
 
 
 def parse_sdf(text: str, *, source: str = "<string>") -> list[Molecule]:

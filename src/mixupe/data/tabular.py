@@ -151,17 +151,41 @@ def load_csv(
     path = Path(root)
     if not path.is_file():
         raise DataUnavailableError(f"CSV file {str(path)!r} not found; check root=")
+    header, rows = _read_rows(path, delimiter)
+    if label not in header:
+        raise ConfigError(f"label={label!r} is not a column of {str(path)!r}; columns: {header}")
+    target = header.index(label)
+    features = [i for i in range(len(header)) if i != target]
+    x, raw_labels = _parse_rows(path, header, rows, target, features)
+    y, classes = encode_labels(raw_labels, where=f"column {label!r} of {str(path)!r}",
+                               first_line=2)
+    if len(classes) < 2:
+        raise ConfigError(
+            f"label column {label!r} of {str(path)!r} has a single class {classes}; "
+            "classification needs at least two: check that label= names the class column"
+        )
+    return make_tensor_dataset(
+        name="csv", x=x, y=y, official_test=None, num_classes=len(classes), domain="tabular",
+        source=str(path), seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+        subset=subset, standardise_axes=(0,),
+        info={"classes": classes, "feature_names": [header[i] for i in features]},
+    )
+
+
+def _read_rows(path: Path, delimiter: str) -> tuple[list[str], list[list[str]]]:
+    """The stripped header and the non-empty rows of a CSV file (refused when empty)."""
     with path.open(newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         header = next(reader, None)
         rows = [row for row in reader if row]
     if header is None or not rows:
         raise CorruptDataError(f"CSV file {str(path)!r} is empty; it needs a header and rows")
-    header = [h.strip() for h in header]
-    if label not in header:
-        raise ConfigError(f"label={label!r} is not a column of {str(path)!r}; columns: {header}")
-    target = header.index(label)
-    features = [i for i in range(len(header)) if i != target]
+    return [h.strip() for h in header], rows
+
+
+def _parse_rows(path: Path, header: list[str], rows: list[list[str]], target: int,
+                features: list[int]) -> tuple[np.ndarray, list[str]]:
+    """The numeric feature columns as float64 (rows, features) and the raw label strings."""
     x = np.empty((len(rows), len(features)), dtype=np.float64)
     raw_labels: list[str] = []
     for number, row in enumerate(rows, start=2):
@@ -180,16 +204,4 @@ def load_csv(
                     "values before loading"
                 ) from exc
         raw_labels.append(row[target].strip())
-    y, classes = encode_labels(raw_labels, where=f"column {label!r} of {str(path)!r}",
-                               first_line=2)
-    if len(classes) < 2:
-        raise ConfigError(
-            f"label column {label!r} of {str(path)!r} has a single class {classes}; "
-            "classification needs at least two: check that label= names the class column"
-        )
-    return make_tensor_dataset(
-        name="csv", x=x, y=y, official_test=None, num_classes=len(classes), domain="tabular",
-        source=str(path), seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-        subset=subset, standardise_axes=(0,),
-        info={"classes": classes, "feature_names": [header[i] for i in features]},
-    )
+    return x, raw_labels

@@ -178,6 +178,32 @@ def _pad_edge_slices(data: Any, slices: dict[str, torch.Tensor]) -> int:
     return num_graphs
 
 
+def _drop_attributes(data: Any, sizes: dict[str, int], use_node_attr: bool) -> None:
+    """As TUDataset: node attributes dropped unless ``use_node_attr`` (node labels kept),
+    edge labels kept and edge attributes dropped; an empty feature matrix becomes None."""
+    if data.x is not None and not use_node_attr:
+        data.x = data.x[:, sizes["num_node_attributes"]:]
+    if data.x is not None and data.x.shape[1] == 0:
+        data.x = None
+    if data.edge_attr is not None:  # as TUDataset: edge labels kept, edge attributes dropped
+        data.edge_attr = data.edge_attr[:, sizes["num_edge_attributes"]:]
+        if data.edge_attr.shape[1] == 0:
+            data.edge_attr = None
+
+
+def _node_features(graphs: list[Any], featureless: bool, max_degree: int | None,
+                   use_node_attr: bool) -> str:
+    """Gives featureless graphs one-hot degrees as ``x``; returns what the features are."""
+    if not featureless:
+        return "node labels" + (" and attributes" if use_node_attr else "")
+    cap = max_degree
+    if cap is None:
+        cap = max(_one_hot_degree(g, None)[1] for g in graphs)
+    for g in graphs:
+        g.x = _one_hot_degree(g, cap)[0]
+    return f"one-hot degree 0..{cap}"
+
+
 def load_tu_folder(
     *,
     root: str | os.PathLike[str] | None = None,
@@ -213,26 +239,11 @@ def load_tu_folder(
             f"{name}_graph_indicator.txt names {num_graphs} graphs; replace the broken file"
         )
     info: dict[str, Any] = {"tu_name": name, **sizes}
-    if data.x is not None and not use_node_attr:
-        data.x = data.x[:, sizes["num_node_attributes"]:]
-    if data.x is not None and data.x.shape[1] == 0:
-        data.x = None
-    if data.edge_attr is not None:  # as TUDataset: edge labels kept, edge attributes dropped
-        data.edge_attr = data.edge_attr[:, sizes["num_edge_attributes"]:]
-        if data.edge_attr.shape[1] == 0:
-            data.edge_attr = None
+    _drop_attributes(data, sizes, use_node_attr)
     holder = InMemoryDataset()
     holder.data, holder.slices = data, slices
     graphs = [holder[i] for i in range(num_graphs)]
-    if data.x is None:
-        cap = max_degree
-        if cap is None:
-            cap = max(_one_hot_degree(g, None)[1] for g in graphs)
-        for g in graphs:
-            g.x = _one_hot_degree(g, cap)[0]
-        info["node_features"] = f"one-hot degree 0..{cap}"
-    else:
-        info["node_features"] = "node labels" + (" and attributes" if use_node_attr else "")
+    info["node_features"] = _node_features(graphs, data.x is None, max_degree, use_node_attr)
     for g in graphs:
         g.x = g.x.float()
         g.y = g.y.reshape(1).to(torch.int64)
