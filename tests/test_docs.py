@@ -1,9 +1,12 @@
-"""The README's code blocks work, and the repository's docs stand alone.
+"""The code blocks of the README and of the user guide work, and the repository's docs stand alone.
 
-README rule (also stated in the README): every fenced ```python block is executed, in
-order, in one fresh Python process (they share one namespace, as a reader's session would).
-A block that takes too long for the test suite (training, a benchmark) is skipped only when
-the line just above its opening fence is the marker
+Pages whose code blocks are tested: README.md, the site's home page docs/index.md (the README
+with site links) and every page of the user guide, docs/guide/*.md (the README's user-guide
+material moved there). Rules (also stated in docs/guide/layout.md): every fenced ```python
+block of a page is executed, in order, in one fresh Python process per page (a page's blocks
+share one namespace, as a reader's session would, and each page stands alone). A block that
+takes too long for the test suite (training, a benchmark) is skipped only when the line just
+above its opening fence is the marker
 
     <!-- readme-test: skip (REASON) -->
 
@@ -29,13 +32,19 @@ from mixupe.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+GUIDE = sorted((ROOT / "docs" / "guide").glob("*.md"))
+PAGES = [README, ROOT / "docs" / "index.md", *GUIDE]
 SKIP_MARKER = re.compile(r"<!--\s*readme-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->")
 FENCE = re.compile(r"^```(?P<lang>\w*)\s*$")
 
 
-def readme_blocks() -> list[tuple[str, int, str, str | None]]:
+def page_name(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix()
+
+
+def readme_blocks(page: Path = README) -> list[tuple[str, int, str, str | None]]:
     """(language, first line number, code, skip reason or None) of every fenced block."""
-    lines = README.read_text(encoding="utf-8").splitlines()
+    lines = page.read_text(encoding="utf-8").splitlines()
     blocks, i = [], 0
     while i < len(lines):
         opening = FENCE.match(lines[i])
@@ -50,32 +59,44 @@ def readme_blocks() -> list[tuple[str, int, str, str | None]]:
     return blocks
 
 
-BLOCKS = readme_blocks()
-PYTHON = [(line, code, skip) for lang, line, code, skip in BLOCKS if lang == "python"]
-BASH = [(line, code) for lang, line, code, _ in BLOCKS if lang == "bash"]
+BLOCKS = {page_name(page): readme_blocks(page) for page in PAGES}
+PYTHON = [(name, line, code, skip) for name, blocks in BLOCKS.items()
+          for lang, line, code, skip in blocks if lang == "python"]
+BASH = [(name, line, code) for name, blocks in BLOCKS.items()
+        for lang, line, code, _ in blocks if lang == "bash"]
 
 
 def test_readme_has_blocks_of_both_kinds():
+    assert len(GUIDE) >= 5, "the user guide's pages are missing"
     assert len(PYTHON) >= 2 and len(BASH) >= 4
-    assert {lang for lang, *_ in BLOCKS} <= {"python", "bash"}, "a block of another language"
+    readme = BLOCKS["README.md"]
+    assert {"python", "bash"} <= {lang for lang, *_ in readme}, "README: the example, the commands"
+    for name, blocks in BLOCKS.items():
+        assert {lang for lang, *_ in blocks} <= {"python", "bash"}, f"{name}: another language"
 
 
-def test_readme_python_blocks_run_in_a_fresh_interpreter(tmp_path):
+PAGES_WITH_PYTHON = sorted({name for name, *_ in PYTHON})
+
+
+@pytest.mark.parametrize("name", PAGES_WITH_PYTHON)
+def test_readme_python_blocks_run_in_a_fresh_interpreter(name, tmp_path):
     # A fresh process, as a reader's: nothing imported by other tests can hide a missing import.
-    runnable = [(line, code) for line, code, skip in PYTHON if not skip]
+    runnable = [(line, code) for page, line, code, skip in PYTHON if page == name and not skip]
+    if not runnable:
+        pytest.skip(f"{name}: every python block is marked as too slow")
     script = "\n".join(
-        f"exec(compile({code!r}, 'README.md:{line}', 'exec'))" for line, code in runnable)
+        f"exec(compile({code!r}, '{name}:{line}', 'exec'))" for line, code in runnable)
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                           text=True, check=False, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-MARKED_SLOW = [(line, skip) for line, _, skip in PYTHON if skip]
+MARKED_SLOW = [(name, line, skip) for name, line, _, skip in PYTHON if skip]
 if MARKED_SLOW:  # reported one by one as skipped, with the marker's reason
 
-    @pytest.mark.parametrize(("line", "reason"), MARKED_SLOW)
-    def test_readme_python_block_marked_as_too_slow(line, reason):
-        pytest.skip(f"README.md line {line}: {reason}")
+    @pytest.mark.parametrize(("name", "line", "reason"), MARKED_SLOW)
+    def test_readme_python_block_marked_as_too_slow(name, line, reason):
+        pytest.skip(f"{name} line {line}: {reason}")
 
 
 def command_lines(code: str) -> list[list[str]]:
@@ -112,21 +133,22 @@ def subcommand(argv: list[str]) -> list[str]:
     return path
 
 
-@pytest.mark.parametrize(("line", "code"), BASH, ids=[f"line{b[0]}" for b in BASH])
-def test_readme_bash_block_parses_and_names_real_commands(line, code, capsys):
+@pytest.mark.parametrize(("name", "line", "code"), BASH, ids=[f"{b[0]}:line{b[1]}" for b in BASH])
+def test_readme_bash_block_parses_and_names_real_commands(name, line, code, capsys):
+    where = f"{name} line {line}"
     done = subprocess.run(["bash", "-n"], input=code, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"README.md line {line}: {done.stderr}"
+    assert done.returncode == 0, f"{where}: {done.stderr}"
     commands, targets = mixupe_commands(code), make_targets(code)
-    assert commands or targets, f"README.md line {line}: no mixupe or make command"
+    assert commands or targets, f"{where}: no mixupe or make command"
     for argv in commands:
-        assert argv, f"README.md line {line}: `mixupe` without a command"
-        assert main([*subcommand(argv), "--help"]) == 0, f"README.md line {line}: {argv}"
+        assert argv, f"{where}: `mixupe` without a command"
+        assert main([*subcommand(argv), "--help"]) == 0, f"{where}: {argv}"
         if "..." in argv or any("$" in word for word in argv):
             continue  # a placeholder: the command exists, its options are the reader's
         try:
             build_parser().parse_args(argv)
         except SystemExit as exc:
-            pytest.fail(f"README.md line {line}: `mixupe {shlex.join(argv)}` does not parse "
+            pytest.fail(f"{where}: `mixupe {shlex.join(argv)}` does not parse "
                         f"(exit {exc.code}): {capsys.readouterr().err}")
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     for target in targets:
@@ -174,8 +196,9 @@ def test_no_tracked_file_points_outside_the_repository():
 
 def test_docs_mentioned_in_readme_and_tests_exist():
     cited = set()
-    for path in [README, *sorted((ROOT / "tests").glob("*.py")), *sorted(ROOT.glob("docs/*.md"))]:
-        cited |= set(re.findall(r"\bdocs/[A-Za-z0-9_.-]+\.md\b", path.read_text()))
+    docs = sorted(ROOT.glob("docs/**/*.md"))
+    for path in [README, *sorted((ROOT / "tests").glob("*.py")), *docs]:
+        cited |= set(re.findall(r"\bdocs/[A-Za-z0-9_./-]+\.md\b", path.read_text()))
     assert cited, "README and tests cite no docs"
     missing = sorted(doc for doc in cited if not (ROOT / doc).is_file())
     assert not missing, missing

@@ -53,19 +53,34 @@ def test_committed_report_is_what_the_run_logs_render(summaries):
     assert committed.rstrip() == text.rstrip()
 
 
+# The README's summary, the site's home page (the README with site links) and the user guide,
+# which holds the README's other summaries of the study (docs/guide/study.md, family.md).
+PAGES = [ROOT / "README.md", ROOT / "docs" / "index.md",
+         *sorted((ROOT / "docs" / "guide").glob("*.md"))]
+
+
+def _claims(text: str) -> int:
+    return len(re.findall(r"<!--\s*claim\s", text))
+
+
 def test_hand_written_quotes_are_in_the_report():
     report = REPORT.read_text(encoding="utf-8")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert stale_quotes(_preamble(), report) == []
-    assert stale_quotes(readme, report) == []
+    for page in PAGES:
+        assert stale_quotes(page.read_text(encoding="utf-8"), report) == [], page.name
 
 
 def test_verdict_claims_hold_in_the_tables(summaries):
     preamble = _preamble()
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for text in (preamble, readme):
-        assert len(re.findall(r"<!--\s*claim\s", text)) >= 3  # the claims are really there
+        assert _claims(text) >= 3  # the claims are really there
         assert check_claims(text, summaries) == []
+    guide = {page.name: page.read_text(encoding="utf-8") for page in PAGES[1:]}
+    # the study's summary and the family's verdict, moved out of the README
+    assert _claims(guide["study.md"]) >= 3 and _claims(guide["family.md"]) >= 1
+    for name, text in guide.items():
+        assert check_claims(text, summaries) == [], name
 
 
 def test_a_false_claim_is_caught(summaries):

@@ -372,8 +372,8 @@ class SaliencyMix(_MaskMixer):
             and on the device, but its peaks are elsewhere).
         blur: the spectral residual's Gaussian blur, a fraction of the longest side (0: none);
             only with ``saliency="spectral_residual"``.
-        alpha, per_sample, spatial_dims, channels_last, num_classes, label_smoothing, seed,
-            generator, validate, check_finite: see :class:`FMix`.
+        alpha, per_sample, spatial_dims, channels_last: see :class:`FMix`.
+        num_classes, label_smoothing, seed, generator, validate, check_finite: see :class:`FMix`.
 
     Example:
         >>> import torch
