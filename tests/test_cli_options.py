@@ -57,6 +57,9 @@ def test_regmixup_defaults_are_the_library_and_paper_defaults(capsys, tmp_path):
         (["--optimizer", "adamw", "--momentum", "0.5"], "--momentum", "--optimizer sgd"),
         (["--method", "mixupe", "--mixing", "fmix", "--cutmix-axes", "1"], "--cutmix-axes",
          "--method mixupe with --mixing cutmix"),
+        (["--method", "resizemix", "--alpha", "0.5"], "--alpha", "--method mixup / cutmix"),
+        (["--method", "mixupe", "--mixing", "resizemix", "--alpha", "0.5"], "--alpha",
+         "--method mixupe with --mixing mixup"),
     ],
 )
 def test_options_that_do_not_apply_are_refused(capsys, tmp_path, argv, flag, applies):

@@ -1,11 +1,18 @@
-"""Run names do not depend on where the data is mounted (issue 23.4)."""
+"""Run names do not depend on where the data is mounted (issue 23.4) and hold only the fields
+that apply to the run (issue 23.1, 23.14); runs stored under an earlier rule's name are found."""
 
 from __future__ import annotations
 
 import os
 import shutil
 
+import json
+from pathlib import Path
+
+import pytest
+
 from mixupe.engine.config import TrainConfig
+from mixupe.engine.naming import current_name
 
 
 def write_folder(folder, text="1, 2\n2, 1\n"):
@@ -48,3 +55,70 @@ def test_cache_dir_is_not_part_of_the_name(tmp_path):
     assert plain.run_name() == cached.run_name()
     assert plain.config_hash() == cached.config_hash()
     assert cfg_for(str(folder), subset=5).run_name() != plain.run_name()  # content options stay
+
+
+# ------------------------------------------------------------------ fields that apply (23.1)
+@pytest.mark.parametrize(
+    ("options", "method_part"),
+    [  # the method part written out by hand from the rule "only the fields that apply"
+        ({"method": "regmixup", "alpha": 10.0, "eta": 1.0}, "regmixup-a10-eta1"),
+        ({"method": "mixup-ce", "alpha": 0.5, "eta": 0.01}, "mixup-ce-a0.5-eta0.01"),
+        ({"method": "regmixup", "alpha": 10.0, "eta": 1.0, "mixing": "cutmix"},
+         "regmixup-a10-eta1-mixcutmix"),
+        ({"method": "resizemix", "alpha": 0.5}, "resizemix"),
+        ({"method": "mixupe", "mixing": "resizemix"}, "mixupe-v3-eta0.001-t1-sign-1-mixresizemix"),
+        ({"method": "mixupe", "version": 3, "eta": 0.1}, "mixupe-v3-a1-eta0.1-t1-sign-1"),
+        ({"method": "mixupe", "version": 4, "eta": 0.1}, "mixupe-v4-a1-eta0.1-sign-1"),
+        ({"method": "mixupe", "version": 2, "eta": 0.1}, "mixupe-v2-a1-eta0.1"),
+        ({"method": "mixup", "alpha": 0.2}, "mixup-a0.2"),
+        ({"method": "erm"}, "erm"),
+    ],
+)
+def test_a_run_name_holds_only_the_fields_that_apply(options, method_part):
+    cfg = TrainConfig(**options)
+    assert cfg.run_name().split("/")[2] == method_part
+    # the name an earlier rule gave it maps to the current one; the hash is shared
+    assert all(current_name(n) == cfg.run_name() for n in cfg.run_names())
+    assert len({n.rsplit("-", 1)[1] for n in cfg.run_names()}) == 1
+
+
+def _fake_run(root: Path, name: str, cfg: TrainConfig) -> Path:
+    path = root / name
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "run_name": name}))
+    (path / "result.json").write_text(json.dumps({"failed": False, "test": {"acc": 0.5}}))
+    return path
+
+
+def test_a_run_stored_under_an_earlier_name_is_found_and_resumed_in_place(tmp_path):
+    from mixupe.bench.rundirs import RunReader
+    from mixupe.engine.rundir import RunDir
+
+    cfg = TrainConfig(method="mixup-ce", alpha=0.5, eta=0.01, epochs=3)
+    legacy = cfg.run_name().replace("-eta0.01/", "-eta0.01-t1-sign-1/")  # the first rules
+    assert legacy in cfg.run_names() and legacy != cfg.run_name()
+    path = _fake_run(tmp_path, legacy, cfg)
+    rec = RunReader(tmp_path)(cfg.run_name())
+    assert rec.status == "complete" and rec.name == legacy and rec.path == path
+    assert RunDir(tmp_path, cfg).path == path  # a rerun resumes or skips it, no second run
+    other = TrainConfig(method="mixup-ce", alpha=0.5, eta=0.1, epochs=3)
+    assert RunReader(tmp_path)(other.run_name()).status == "missing"
+    assert RunDir(tmp_path, other).path == tmp_path / other.run_name()
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.mark.skipif(not (RESULTS / "_packs").is_dir(), reason="no committed run logs here")
+def test_committed_packed_runs_are_found_under_their_current_names():
+    from mixupe.bench.rundirs import RunReader
+
+    reader = RunReader(RESULTS)
+    legacy = [n for n in reader.names() if "/mixup-ce-" in n and "-t1-sign-1" in n][:3]
+    assert legacy
+    for name in legacy:
+        cfg = TrainConfig.from_stored(reader(name).config)
+        assert cfg.run_name() != name
+        fresh = RunReader(RESULTS)(cfg.run_name())
+        assert fresh.status == "complete" and fresh.name == name
+        assert fresh.result == reader(name).result

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mixupe.atomic import atomic_write
+from mixupe.engine.naming import current_name
 from mixupe.engine.rundir import CONFIG, FAILED, RESULT
 from mixupe.engine.rundir import METRICS as METRICS_FILE
 from mixupe.errors import ConfigError, CorruptDataError
@@ -261,6 +262,7 @@ class RunReader:
         self.root = Path(runs_root)
         self._cache: dict[str, RunRecord] = {}
         self._packed: dict[str, dict[str, Any]] | None = None
+        self._aliases: dict[str, str] | None = None
 
     def _packs(self) -> dict[str, dict[str, Any]]:
         if self._packed is None:
@@ -271,14 +273,33 @@ class RunReader:
                     self._packed[name] = {**run, "pack": path}
         return self._packed
 
+    def _stored_as(self, name: str) -> str | None:
+        """The name a run that the current rules call ``name`` was stored under by earlier
+        naming rules (:func:`~mixupe.engine.naming.current_name`), if such a run is here."""
+        if self._aliases is None:
+            self._aliases = {}
+            for stored in sorted(set(find_runs(self.root)) | set(self._packs())):
+                current = current_name(stored)
+                if current != stored:
+                    self._aliases.setdefault(current, stored)
+        return self._aliases.get(name)
+
+    def _read(self, name: str) -> RunRecord:
+        rec = read_run(self.root, name)
+        if rec.status == "missing" and name in self._packs():
+            run = self._packs()[name]
+            rec = RunRecord(name=name, path=run["pack"], status=run["status"],
+                            config=run["config"], result=run["result"],
+                            epochs=run["epochs"], failure=run.get("failure", ""))
+        return rec
+
     def __call__(self, name: str) -> RunRecord:
+        """The run ``name`` (a run stored under an earlier rule's name is found too)."""
         if name not in self._cache:
-            rec = read_run(self.root, name)
-            if rec.status == "missing" and name in self._packs():
-                run = self._packs()[name]
-                rec = RunRecord(name=name, path=run["pack"], status=run["status"],
-                                config=run["config"], result=run["result"],
-                                epochs=run["epochs"], failure=run.get("failure", ""))
+            rec = self._read(name)
+            stored = self._stored_as(name) if rec.status == "missing" else None
+            if stored is not None:
+                rec = self._read(stored)
             self._cache[name] = rec
         return self._cache[name]
 

@@ -60,7 +60,12 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 
 def _applies(cfg: Any, name: str) -> bool:
-    """Whether field ``name`` can affect ``cfg``'s run (normalisation keeps its value)."""
+    """Whether field ``name`` can affect ``cfg``'s run (normalisation keeps its value; alpha
+    does nothing for a mixer that draws no Beta lambda, such as ResizeMix)."""
+    from mixupe.engine.naming import NO_ALPHA_MIXERS
+
+    if name == "alpha" and cfg.mixer_name() in NO_ALPHA_MIXERS:
+        return False
     return getattr(cfg.normalized(), name) == getattr(cfg, name)
 
 

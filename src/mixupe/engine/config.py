@@ -459,3 +459,12 @@ class TrainConfig:
         'digits/mlp/mixup-a0.2/e3-seed0-'
         """
         return naming.run_name(self)
+
+    def run_names(self) -> tuple[str, ...]:
+        """:meth:`run_name` first, then the names earlier naming rules gave this run (see
+        :func:`~mixupe.engine.naming.run_names`); a run is looked up under each in turn.
+
+        >>> [n.split("/")[2] for n in TrainConfig(method="resizemix").run_names()]
+        ['resizemix', 'resizemix-a1']
+        """
+        return naming.run_names(self)

@@ -260,7 +260,54 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 
-def run_name(config: Any) -> str:
+# The rules a run's readable name is made by (the hash is the same under every rule):
+# 1: the first release's, kept only to find runs written under it (:func:`run_names`);
+# 2 (issue 23): a name holds only the fields that apply to its run: RegMixup and Mixup + clean
+#    CE show no MixupE threshold or sign, and a mixer that draws no Beta lambda (ResizeMix)
+#    shows no alpha.
+NAMING_RULES = 2
+NO_ALPHA_MIXERS = frozenset({"resizemix"})
+
+
+def run_names(config: Any) -> tuple[str, ...]:
+    """Every name ``config``'s run may be stored under: the current rules' name first, then
+    the names earlier rules gave it (runs written before a rule changed keep their names).
+
+    >>> from mixupe.engine.config import TrainConfig
+    >>> [n.split("/")[2] for n in run_names(TrainConfig(method="regmixup", eta=1.0))]
+    ['regmixup-a1-eta1', 'regmixup-a1-eta1-t1-sign-1']
+    """
+    names = [run_name(config, rules=r) for r in range(NAMING_RULES, 0, -1)]
+    return tuple(dict.fromkeys(names))
+
+
+_NUMBER = r"(?:\d[\d.]*(?:e[+-]?\d+)?|inf|nan)"  # a float as _fmt writes it
+_RESIZEMIX = re.compile(r"^resizemix-a|-mixresizemix(?:-|$)")
+_LEAD_ALPHA = re.compile(rf"^(resizemix|mixupe-v\d|regmixup|mixup-ce)-a{_NUMBER}(?=-|$)")
+
+
+def current_name(name: str) -> str:
+    """The name the current rules give a run that earlier rules stored as ``name`` (the
+    readable part alone differs; the hash is the same), so a reader finds runs written
+    before a rule changed. Names the rules never changed come back as they are.
+
+    >>> current_name("letter/mlp/mixup-ce-a0.5-eta10-t1-sign-1/e100-seed0-abcdef")
+    'letter/mlp/mixup-ce-a0.5-eta10/e100-seed0-abcdef'
+    >>> current_name("fashion-mnist/small-cnn/resizemix-a0.5/e100-seed0-abcdef")
+    'fashion-mnist/small-cnn/resizemix/e100-seed0-abcdef'
+    """
+    parts = name.split("/")
+    if len(parts) != 4 or len(parts[2]) >= 120:  # a cut method part cannot be rebuilt
+        return name
+    method = parts[2]
+    if _RESIZEMIX.search(method):
+        method = _LEAD_ALPHA.sub(r"\1", method, count=1)
+    if method.startswith(("regmixup-", "mixup-ce-")):
+        method = method.replace("-t1-sign-1", "", 1)  # their normalised threshold and sign
+    return "/".join([*parts[:2], method, parts[3]])
+
+
+def run_name(config: Any, *, rules: int = NAMING_RULES) -> str:
     """A readable relative path naming the run: dataset/model/method-options/seed-hash.
 
     Every option that differs from its naming value (:data:`NAMING_DEFAULTS`) appears; the
@@ -268,7 +315,7 @@ def run_name(config: Any) -> str:
     how a run executes, not what it computes). A data path (``data_options`` ``root``)
     enters both as its content's identity (:func:`data_identity`), so moving or
     remounting the data keeps the name; ``cache_dir`` enters neither. ``config.json``
-    keeps the paths as given.
+    keeps the paths as given. ``rules`` picks the naming rules (:data:`NAMING_RULES`).
     """
     cfg = config.normalized()
 
@@ -289,10 +336,11 @@ def run_name(config: Any) -> str:
     method = [cfg.method]
     if cfg.method == "mixupe":
         method.append(f"v{cfg.version}")
-    if cfg.method != "erm":
+    if cfg.method != "erm" and (rules < 2 or cfg.mixer_name() not in NO_ALPHA_MIXERS):
         method.append(f"a{_fmt(cfg.alpha)}")
     if cfg.method in ("mixupe", "regmixup", "mixup-ce"):
         method.append(f"eta{_fmt(cfg.eta)}")
+    if cfg.method == "mixupe" or (rules < 2 and cfg.method in ("regmixup", "mixup-ce")):
         if cfg.version in (1, 3):
             method.append(f"t{_fmt(cfg.threshold)}")
         if cfg.version in (3, 4):

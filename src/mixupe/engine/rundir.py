@@ -55,7 +55,9 @@ class RunDir:
 
     def __init__(self, runs_root: str | os.PathLike[str], cfg: TrainConfig) -> None:
         self.cfg = cfg
-        self.path = Path(runs_root) / cfg.run_name()
+        # A run written under an earlier naming rule keeps its directory (run_names()).
+        self.path = next((p for p in (Path(runs_root) / n for n in cfg.run_names())
+                          if p.is_dir()), Path(runs_root) / cfg.run_name())
         self.config_path = self.path / CONFIG
         self.metrics_path = self.path / METRICS
         self.checkpoint_path = self.path / CHECKPOINT
