@@ -3,10 +3,9 @@ that apply to the run (issue 23.1, 23.14); runs stored under an earlier rule's n
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-
-import json
 from pathlib import Path
 
 import pytest
