@@ -31,7 +31,7 @@ pops ``labels`` from the batch (so the model computes no loss of its own), calls
   the Trainer's own model, optimiser, scheduler, RNG and data-order state, so a resumed run
   continues as the uninterrupted one.
 
-Example (not a doctest: it trains; see the README for a runnable one):
+Example (not a doctest: it trains; docs/guide/integrations.md has a runnable one):
 
 .. code-block:: python
 
