@@ -40,7 +40,10 @@ def _missing() -> list[str]:
 # Each API page and the modules whose __all__ it must document in full.
 API_PAGES = {
     "mixupe": ["mixupe"], "objectives": ["mixupe.objectives"],
-    "functional": ["mixupe.functional"], "collate": ["mixupe.collate"], "sam": ["mixupe.sam"],
+    "functional": ["mixupe.functional"], "functional-masks": ["mixupe.functional.masks"],
+    "functional-cuts": ["mixupe.functional.cuts"],
+    "functional-transport": ["mixupe.functional.transport"],
+    "collate": ["mixupe.collate"], "sam": ["mixupe.sam"],
     "data": ["mixupe.data"], "models": ["mixupe.models"], "engine": ["mixupe.engine"],
     "bench": ["mixupe.bench"], "lightning": ["mixupe.lightning"], "hf": ["mixupe.hf"],
     "errors": ["mixupe.errors"],

@@ -464,7 +464,7 @@ class TrainConfig:
         """:meth:`run_name` first, then the names earlier naming rules gave this run (see
         :func:`~mixupe.engine.naming.run_names`); a run is looked up under each in turn.
 
-        >>> [n.split("/")[2] for n in TrainConfig(method="resizemix").run_names()]
-        ['resizemix', 'resizemix-a1']
+        >>> print(*(n.split("/")[2] for n in TrainConfig(method="resizemix").run_names()))
+        resizemix resizemix-a1
         """
         return naming.run_names(self)

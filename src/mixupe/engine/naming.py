@@ -274,8 +274,8 @@ def run_names(config: Any) -> tuple[str, ...]:
     the names earlier rules gave it (runs written before a rule changed keep their names).
 
     >>> from mixupe.engine.config import TrainConfig
-    >>> [n.split("/")[2] for n in run_names(TrainConfig(method="regmixup", eta=1.0))]
-    ['regmixup-a1-eta1', 'regmixup-a1-eta1-t1-sign-1']
+    >>> print(*(n.split("/")[2] for n in run_names(TrainConfig(method="regmixup", eta=1.0))))
+    regmixup-a1-eta1 regmixup-a1-eta1-t1-sign-1
     """
     names = [run_name(config, rules=r) for r in range(NAMING_RULES, 0, -1)]
     return tuple(dict.fromkeys(names))
