@@ -31,17 +31,7 @@ Example:
 
 from __future__ import annotations
 
-from mixupe.functional import (
-    checks,
-    cuts,
-    graph_cuts,
-    lambdas,
-    masks,
-    mixing,
-    saliency,
-    scores,
-    transport,
-)
+from mixupe.functional import cuts, masks, transport  # public submodules (their own pages)
 from mixupe.functional.checks import check_finite_tensor, check_labels, check_soft_targets
 from mixupe.functional.lambdas import (
     LAMBDA_SAMPLERS,
