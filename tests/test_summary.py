@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,13 @@ def test_a_pack_reads_back_to_the_same_summary_and_is_refused_when_corrupt(tmp_p
     assert (packed / PACK_DIR / "two.json.gz").read_bytes() == before
     with pytest.raises(ConfigError, match=r"holds 8 runs but only 1 are finished"):
         write_pack(runs, names[:1], packed / PACK_DIR / "two.json.gz")
+    # a suite packed in pieces: a root that holds only some of its runs keeps the others
+    partial = tmp_path / "partial"
+    shutil.copytree(runs / names[0], partial / names[0])
+    assert write_pack(partial, names, packed / PACK_DIR / "two.json.gz") == len(names)
+    assert (packed / PACK_DIR / "two.json.gz").read_bytes() == before
+    assert write_pack(tmp_path / "empty", names, packed / PACK_DIR / "two.json.gz") == len(names)
+    assert (packed / PACK_DIR / "two.json.gz").read_bytes() == before
     (packed / PACK_DIR / "bad.json.gz").write_bytes(gzip.compress(b"{not json"))
     with pytest.raises(CorruptDataError, match=r"bad.json.gz is not a readable gzip JSON.*"
                                                r"git checkout"):

@@ -190,7 +190,10 @@ def _compact_epoch(record: Mapping[str, Any]) -> dict[str, Any]:
 def write_pack(runs_root: str | Path, names: Iterable[str], path: str | Path) -> int:
     """Write the finished runs among ``names`` under ``runs_root`` to the pack ``path``.
 
-    Only complete and diverged runs go in (a partial run is still being trained). Per-epoch
+    Only complete and diverged runs go in (a partial run is still being trained); a run among
+    ``names`` that the pack already holds and that has no finished directory under
+    ``runs_root`` stays in it (so a suite packed in pieces, from roots that hold only the
+    newer runs, keeps the earlier ones). Per-epoch
     records are rounded to six significant digits; a run that evaluated test after every epoch
     and has no ``best`` entry gets one derived from its full-precision records first. An
     existing pack file is never replaced by one with fewer runs. Returns the runs packed.
@@ -202,6 +205,7 @@ def write_pack(runs_root: str | Path, names: Iterable[str], path: str | Path) ->
         0
     """
     root = Path(runs_root)
+    names = list(names)
     runs = {}
     for name in names:
         rec = read_run(root, name)
@@ -218,6 +222,7 @@ def write_pack(runs_root: str | Path, names: Iterable[str], path: str | Path) ->
     target = Path(path)
     if target.exists():
         old = _load_pack(target)
+        runs |= {n: old[n] for n in names if n in old and n not in runs}
         if len(old) > len(runs):
             raise ConfigError(f"{target} holds {len(old)} runs but only {len(runs)} are "
                               f"finished under {root}; point --runs-root at the directory the "
