@@ -56,8 +56,8 @@ class RunDir:
     def __init__(self, runs_root: str | os.PathLike[str], cfg: TrainConfig) -> None:
         self.cfg = cfg
         # A run written under an earlier naming rule keeps its directory (run_names()).
-        self.path = next((p for p in (Path(runs_root) / n for n in cfg.run_names())
-                          if p.is_dir()), Path(runs_root) / cfg.run_name())
+        paths = [Path(runs_root) / n for n in cfg.run_names()]  # the current name first
+        self.path = next((p for p in paths if p.is_dir()), paths[0])
         self.config_path = self.path / CONFIG
         self.metrics_path = self.path / METRICS
         self.checkpoint_path = self.path / CHECKPOINT
