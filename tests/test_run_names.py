@@ -121,3 +121,27 @@ def test_committed_packed_runs_are_found_under_their_current_names():
         fresh = RunReader(RESULTS)(cfg.run_name())
         assert fresh.status == "complete" and fresh.name == name
         assert fresh.result == reader(name).result
+
+
+def test_repacking_keeps_runs_stored_under_an_earlier_name(tmp_path):
+    """A pack re-written from a root that holds its earlier runs only as that pack (the suite
+    packed in pieces) keeps the entries stored under the first rules' names; a directory
+    under such a name is packed under it too. Before, both were dropped and the re-pack was
+    refused as holding fewer runs."""
+    from mixupe.bench.rundirs import PACK_DIR, RunReader, write_pack
+
+    cfgs = [TrainConfig(method="mixup-ce", alpha=0.5, eta=eta, epochs=3) for eta in (0.01, 0.1)]
+    legacy = [c.run_name().replace(f"-eta{c.eta}/", f"-eta{c.eta}-t1-sign-1/") for c in cfgs]
+    assert all(old in c.run_names() and old != c.run_name() for old, c in zip(legacy, cfgs))
+    first, later = tmp_path / "first", tmp_path / "later"
+    _fake_run(first, legacy[0], cfgs[0])
+    pack = later / PACK_DIR / "suite.json.gz"
+    names = [c.run_name() for c in cfgs]  # what the suite asks for: the current names
+    assert write_pack(first, names, pack) == 1
+    _fake_run(later, legacy[1], cfgs[1])  # a second piece, trained under an earlier name
+    assert write_pack(later, names, pack) == 2
+    reader = RunReader(later)
+    shutil.rmtree(later / legacy[1].split("/")[0])
+    for cfg, old in zip(cfgs, legacy):
+        rec = reader(cfg.run_name())
+        assert rec.status == "complete" and rec.name == old and rec.path == pack

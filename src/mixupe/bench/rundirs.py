@@ -193,7 +193,9 @@ def write_pack(runs_root: str | Path, names: Iterable[str], path: str | Path) ->
     Only complete and diverged runs go in (a partial run is still being trained); a run among
     ``names`` that the pack already holds and that has no finished directory under
     ``runs_root`` stays in it (so a suite packed in pieces, from roots that hold only the
-    newer runs, keeps the earlier ones). Per-epoch
+    newer runs, keeps the earlier ones); a run stored under an earlier naming rule's name
+    (:func:`~mixupe.engine.naming.current_name`), in a directory or in the pack, is packed
+    under that stored name, as the report finds it. Per-epoch
     records are rounded to six significant digits; a run that evaluated test after every epoch
     and has no ``best`` entry gets one derived from its full-precision records first. An
     existing pack file is never replaced by one with fewer runs. Returns the runs packed.
@@ -207,8 +209,13 @@ def write_pack(runs_root: str | Path, names: Iterable[str], path: str | Path) ->
     root = Path(runs_root)
     names = list(names)
     runs = {}
+    reader = RunReader(root)
     for name in names:
         rec = read_run(root, name)
+        stored = reader._stored_as(name) if rec.status == "missing" else None
+        if stored is not None:  # a directory under an earlier rule's name keeps that name
+            rec = read_run(root, stored)
+            name = stored
         if rec.status not in ("complete", "failed"):
             continue
         result = dict(rec.result)
@@ -222,7 +229,12 @@ def write_pack(runs_root: str | Path, names: Iterable[str], path: str | Path) ->
     target = Path(path)
     if target.exists():
         old = _load_pack(target)
-        runs |= {n: old[n] for n in names if n in old and n not in runs}
+        # an entry stored under an earlier rule's name is kept under that name
+        renamed = {current_name(n): n for n in old if current_name(n) != n}
+        for name in names:
+            stored = name if name in old else renamed.get(name)
+            if stored is not None and stored not in runs and name not in runs:
+                runs[stored] = old[stored]
         if len(old) > len(runs):
             raise ConfigError(f"{target} holds {len(old)} runs but only {len(runs)} are "
                               f"finished under {root}; point --runs-root at the directory the "
