@@ -132,7 +132,8 @@ def test_repacking_keeps_runs_stored_under_an_earlier_name(tmp_path):
 
     cfgs = [TrainConfig(method="mixup-ce", alpha=0.5, eta=eta, epochs=3) for eta in (0.01, 0.1)]
     legacy = [c.run_name().replace(f"-eta{c.eta}/", f"-eta{c.eta}-t1-sign-1/") for c in cfgs]
-    assert all(old in c.run_names() and old != c.run_name() for old, c in zip(legacy, cfgs))
+    for old, c in zip(legacy, cfgs, strict=True):
+        assert old in c.run_names() and old != c.run_name()
     first, later = tmp_path / "first", tmp_path / "later"
     _fake_run(first, legacy[0], cfgs[0])
     pack = later / PACK_DIR / "suite.json.gz"
@@ -142,6 +143,6 @@ def test_repacking_keeps_runs_stored_under_an_earlier_name(tmp_path):
     assert write_pack(later, names, pack) == 2
     reader = RunReader(later)
     shutil.rmtree(later / legacy[1].split("/")[0])
-    for cfg, old in zip(cfgs, legacy):
+    for cfg, old in zip(cfgs, legacy, strict=True):
         rec = reader(cfg.run_name())
         assert rec.status == "complete" and rec.name == old and rec.path == pack

@@ -46,6 +46,7 @@ from mixupe.bench.summary_model import (
 from mixupe.bench.summary_model import PAIRED_METRICS as PAIRED_METRICS
 from mixupe.bench.summary_model import paired as paired
 from mixupe.engine.metrics import holm_adjust, mean_ci
+from mixupe.engine.naming import current_name
 from mixupe.errors import ConfigError
 
 __all__ = ["ADHOC", "CellSummary", "HypothesisTest", "Paired", "Precondition", "SuiteSummary",
@@ -339,7 +340,8 @@ def summarize(runs_root: str | Path = "runs", *, suite: str | None = None) -> li
     summaries = [_summarize_manifest(reader, m) for m in manifests]
     in_suites = {name for m in manifests for c in m["cells"] for p in c["points"]
                  for name in p["runs"].values()}
-    rest = [n for n in reader.names() if n not in in_suites]
+    # a run stored under an earlier naming rule's name belongs to the suite naming it now
+    rest = [n for n in reader.names() if n not in in_suites and current_name(n) not in in_suites]
     if rest:
         summaries.append(_adhoc_summary(reader, rest))
     if not summaries:
