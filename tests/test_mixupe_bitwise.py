@@ -4,7 +4,8 @@
 logits, every parameter gradient and the buffers (BatchNorm statistics) after two MixupE
 steps, as computed by the code of commit "test_mixupe_bitwise: recording" (before
 ``MixupE.__call__`` was split into named steps). The test recomputes each case with the
-current code and asserts ``torch.equal`` on every tensor.
+current code and asserts ``torch.equal`` on every tensor (float32 CNN cases: to a tolerance of
+1e-5 relative, because their convolution kernels, and so their rounding, depend on the CPU).
 
 Re-record (only when a change of numbers is intended) with::
 
@@ -151,7 +152,13 @@ def test_mixupe_step_bitwise(case: dict[str, Any]) -> None:
     assert sorted(got) == sorted(expected)
     for key, value in expected.items():
         assert got[key].dtype == value.dtype, key
-        assert torch.equal(got[key], value), key
+        if case["model"] == "cnn" and value.dtype == torch.float32:
+            # float32 convolutions take CPU-specific kernels (oneDNN picks them by instruction
+            # set), so their bits differ between machines by rounding; a logic change moves
+            # them far more than this tolerance.
+            torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6, msg=key)
+        else:
+            assert torch.equal(got[key], value), key
 
 
 def test_cases_are_distinct() -> None:
