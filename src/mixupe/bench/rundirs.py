@@ -159,6 +159,17 @@ def read_run(runs_root: str | Path, name: str) -> RunRecord:
     return RunRecord(name=name, path=path, status="partial", config=config, epochs=epochs)
 
 
+def _renamed(names: Iterable[str]) -> dict[str, str]:
+    """``{current name: stored name}`` for the names among ``names`` that earlier naming
+    rules wrote (:func:`~mixupe.engine.naming.current_name`); the first stored name wins."""
+    out: dict[str, str] = {}
+    for stored in sorted(names):
+        current = current_name(stored)
+        if current != stored:
+            out.setdefault(current, stored)
+    return out
+
+
 def find_runs(runs_root: str | Path) -> list[str]:
     """Names (paths relative to ``runs_root``) of every run directory under it."""
     root = Path(runs_root)
@@ -209,13 +220,12 @@ def write_pack(runs_root: str | Path, names: Iterable[str], path: str | Path) ->
     root = Path(runs_root)
     names = list(names)
     runs = {}
-    reader = RunReader(root)
+    renamed_dirs = _renamed(find_runs(root))
     for name in names:
         rec = read_run(root, name)
-        stored = reader._stored_as(name) if rec.status == "missing" else None
-        if stored is not None:  # a directory under an earlier rule's name keeps that name
-            rec = read_run(root, stored)
-            name = stored
+        if rec.status == "missing" and name in renamed_dirs:
+            name = renamed_dirs[name]  # a directory under an earlier rule's name keeps it
+            rec = read_run(root, name)
         if rec.status not in ("complete", "failed"):
             continue
         result = dict(rec.result)
@@ -230,11 +240,10 @@ def write_pack(runs_root: str | Path, names: Iterable[str], path: str | Path) ->
     if target.exists():
         old = _load_pack(target)
         # an entry stored under an earlier rule's name is kept under that name
-        renamed = {current_name(n): n for n in old if current_name(n) != n}
-        for name in names:
-            stored = name if name in old else renamed.get(name)
-            if stored is not None and stored not in runs and name not in runs:
-                runs[stored] = old[stored]
+        stored_as = {n: n for n in old} | _renamed(old)
+        packed = {current_name(n) for n in runs}
+        runs |= {stored_as[n]: old[stored_as[n]] for n in names
+                 if n in stored_as and n not in packed}
         if len(old) > len(runs):
             raise ConfigError(f"{target} holds {len(old)} runs but only {len(runs)} are "
                               f"finished under {root}; point --runs-root at the directory the "
@@ -294,11 +303,7 @@ class RunReader:
         """The name a run that the current rules call ``name`` was stored under by earlier
         naming rules (:func:`~mixupe.engine.naming.current_name`), if such a run is here."""
         if self._aliases is None:
-            self._aliases = {}
-            for stored in sorted(set(find_runs(self.root)) | set(self._packs())):
-                current = current_name(stored)
-                if current != stored:
-                    self._aliases.setdefault(current, stored)
+            self._aliases = _renamed(set(find_runs(self.root)) | set(self._packs()))
         return self._aliases.get(name)
 
     def _read(self, name: str) -> RunRecord:
