@@ -151,3 +151,31 @@ def test_released_defaults():
     assert cm.grid_sizes == (4,) and cm.resolve and cm.soft_blocks and cm.saliency_train
     assert cm.solver == "gco" and pm.solver == "gco"
     assert pm.neigh_size == 4 and pm.t_size is None and pm.grid_sizes == (2, 4, 8, 16)
+
+
+class _ModeRecorder(torch.nn.Module):
+    """A linear model that records the train flag of every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+        self.modes: list[bool] = []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        return self.net(x)
+
+
+@pytest.mark.parametrize("saliency_train", [True, False])
+@pytest.mark.parametrize("start_in_train", [True, False])
+def test_comixup_saliency_pass_runs_in_the_mode_asked_and_restores_the_model(
+        saliency_train, start_in_train):
+    """The release takes Co-Mixup's saliency in train mode (``clean_lam > 0``); the saliency
+    pass is the first forward of the step, and the model's own mode comes back after it."""
+    model = _ModeRecorder().train(start_in_train)
+    cm = mixupe.CoMixup(num_classes=3, grid_sizes=(2,), seed=0, solver="maxflow",
+                        saliency_train=saliency_train)
+    cm(model, torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0]))
+    assert model.modes[0] is saliency_train
+    assert model.training is start_in_train
+    assert all(m is start_in_train for m in model.modes[1:])
