@@ -38,7 +38,7 @@ def test_every_hyper_parameter_changes_the_name() -> None:
         "data_options": {"subset": 100}, "fgsm_eps": 0.1, "ece_bins": 10, "seed": 1,
         "amp": True, "data_seed": 0, "full_eval": "each-epoch", "val_every": 2,
         "lambda_sampler": "dirichlet",
-        "clean_fraction": 0.25,
+        "clean_fraction": 0.25, "augment": "crop-flip",
     }
     # the Mixup family's knobs, varied from a base that uses them all
     family_base = TrainConfig(method="mixupe", mixing="mixup-cutmix")

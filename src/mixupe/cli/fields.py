@@ -51,6 +51,8 @@ FIELD_HELP: dict[str, str] = {
     "data_options": "KEY=VALUE option for the data loader (repeatable), e.g. subset=5000",
     "fgsm_eps": ("FGSM attack size in standardised input units for the robustness metric "
                  "(graph node-feature columns that are all 0/1, e.g. one-hot, are not attacked)"),
+    "augment": "training-batch augmentation of 2-D images: none, or crop-flip (random crop "
+               "after 4 black pixels of padding, and a horizontal flip, as in CIFAR code)",
     "ece_bins": "number of equal-width bins of the expected calibration error",
     "val_every": "validate every N epochs (and at the last); 1: every epoch",
     "lambda_sampler": "how Beta lambdas are drawn: transform (public uniforms) or dirichlet "

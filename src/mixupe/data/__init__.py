@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from mixupe.data.augment import crop_flip
 from mixupe.data.batching import batches, num_batches
 from mixupe.data.registry import describe, load, names, prepare
 from mixupe.data.splits import Dataset, GraphSplit, TensorSplit
@@ -21,6 +22,7 @@ __all__ = [
     "GraphSplit",
     "TensorSplit",
     "batches",
+    "crop_flip",
     "describe",
     "load",
     "names",

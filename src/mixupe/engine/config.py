@@ -42,6 +42,7 @@ METHODS = ("erm", "mixup", "cutmix", "manifold", "mixupe", *MIXERS[3:], "regmixu
 MIXINGS = ("auto", *MIXERS)
 CLEAN_PASSES = ("separate", "fused")
 FULL_EVALS = ("end", "each-epoch")
+AUGMENTS = ("none", "crop-flip")  # mixupe.data.augment
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 AMP_DTYPES = ("auto", "bf16", "fp16")
@@ -137,6 +138,12 @@ class TrainConfig:
     ``lambda_sampler`` draws Beta lambdas from public uniforms (``"transform"``) or, to
     reproduce runs made before that sampler existed, as mixupe 0.1 did (``"dirichlet"``).
 
+    ``augment="crop-flip"`` augments every training batch of 2-D images before it is mixed,
+    as the CIFAR code of the Mixup literature does: a random crop of the image padded by 4
+    black pixels, and a horizontal flip with probability 1/2 (:func:`mixupe.data.augment.
+    crop_flip`); validation and test images are not augmented. ``"none"`` (the default)
+    trains on the images as they are.
+
     ``val_every=k`` validates only every k-th epoch and at the last (with ``"end"``), for
     settings where the validation split is large next to the training data; the best epoch
     is then chosen among the validated epochs.
@@ -195,6 +202,7 @@ class TrainConfig:
     sam_rho: float | None = None
     clean_fraction: float = 1.0
     cutmix_axes: tuple[int, ...] | None = None
+    augment: str = "none"
     device: str = "auto"
     amp: bool = False
     amp_dtype: str = "auto"
@@ -237,6 +245,7 @@ class TrainConfig:
         _choice(self, "full_eval", FULL_EVALS)
         _number(self, "val_every", low=1, integer=True)
         _choice(self, "lambda_sampler", ("transform", "dirichlet"))
+        _choice(self, "augment", AUGMENTS)
         _choice(self, "optimizer", OPTIMIZERS)
         _choice(self, "schedule", SCHEDULES)
 

@@ -57,6 +57,7 @@ _NAMING_V1: dict[str, Any] = {
 # - cutmix_axes: CutMix used to choose its box axes from the input's rank.
 # - amp_dtype: --amp used to pick bf16 where the GPU supports it, else fp16.
 # - deterministic: runs used PyTorch's default (possibly non-deterministic) kernels.
+# - augment: runs used to train on the images as they are.
 _NAMING_ADDED: dict[str, Any] = {
     "data_seed": 0,
     "full_eval": "each-epoch",
@@ -74,6 +75,7 @@ _NAMING_ADDED: dict[str, Any] = {
     "lambda_sampler": "dirichlet",
     "amp_dtype": "auto",
     "deterministic": False,
+    "augment": "none",
 }
 NAMING_DEFAULTS: dict[str, Any] = {**_NAMING_V1, **_NAMING_ADDED}
 
@@ -120,6 +122,7 @@ _SHORT = {
     "clean_fraction": "cf",
     "cutmix_axes": "axes",
     "amp_dtype": "ampdt",
+    "augment": "aug",
 }
 _METHOD_PART = (
     "alpha", "per_sample", "mixing", "mix_layers", "label_smoothing", "eta", "version",

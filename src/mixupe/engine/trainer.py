@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mixupe.data.augment import crop_flip
 from mixupe.engine import distributed as D
 from mixupe.engine.checkpoint import load_checkpoint, save_checkpoint
 from mixupe.engine.config import TrainConfig
@@ -134,6 +135,7 @@ class _Parts:
     mix_generator: torch.Generator
     steps_per_epoch: int
     amp_dtype: torch.dtype | None
+    augment_fill: torch.Tensor | None = None  # crop_flip's padding value; None: no augment
     best: BestEpoch = field(default_factory=BestEpoch)
     finite: FiniteCheck = field(default_factory=FiniteCheck)
 
@@ -164,7 +166,27 @@ def _build(cfg: TrainConfig, ctx: D.DistContext) -> _Parts:
     return _Parts(ds=ds, model=model, objective=objective, step_module=step_module,
                   optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                   mix_generator=mix_gen, steps_per_epoch=steps, amp_dtype=amp_dtype,
-                  finite=FiniteCheck(NONFINITE_CHECK_EVERY))
+                  augment_fill=_augment_fill(cfg, ds), finite=FiniteCheck(NONFINITE_CHECK_EVERY))
+
+
+def _augment_fill(cfg: TrainConfig, ds: Any) -> torch.Tensor | None:
+    """The padding value of ``augment="crop-flip"``: a black pixel in the dataset's
+    standardised units, ``-mean / std`` per channel (0 without standardisation); None for
+    ``augment="none"``. Refuses data that is not a batch of 2-D images."""
+    if cfg.augment == "none":
+        return None
+    x = getattr(ds.train, "x", None)
+    if ds.domain != "images" or not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else type(ds.train).__name__
+        raise ConfigError(
+            f"augment={cfg.augment!r} crops and flips 2-D images (C, H, W), but dataset "
+            f"{cfg.dataset!r} is {ds.domain} data of shape {shape}: set augment='none'.")
+    stats = (getattr(ds, "info", None) or {}).get("standardisation")
+    if not stats:
+        return torch.zeros(x.shape[1])
+    mean = torch.as_tensor(stats["mean"], dtype=torch.float64).reshape(-1)
+    std = torch.as_tensor(stats["std"], dtype=torch.float64).reshape(-1)
+    return (-mean / std).to(torch.float32).expand(x.shape[1]).clone()
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -217,9 +239,15 @@ def _train_epoch(cfg: TrainConfig, parts: _Parts, ctx: D.DistContext, *, epoch: 
     batches = train_batches(parts.ds.train, batch_size=cfg.batch_size, shuffle=True,
                             generator=shuffle, device=ctx.device, ctx=ctx)
     set_epoch(parts.objective, epoch)
+    # Augmentation draws from its own per-epoch generator: checkpoints fall between epochs,
+    # so a resumed run draws what a straight one does.
+    augment = None if parts.augment_fill is None else torch.Generator().manual_seed(
+        derive_seed(cfg.seed, "augment", epoch, ctx.rank))
     steps = parts.steps_per_epoch
     for i in range(steps):
         x, y = next_batch(batches, i, steps, ctx)
+        if augment is not None:
+            x = crop_flip(x, padding=4, fill=parts.augment_fill, generator=augment)
         stats.add(optimizer_step(parts, x, y, ctx.device))
         step += 1
         if bar is not None:
