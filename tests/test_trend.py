@@ -19,7 +19,13 @@ from scipy import stats
 from mixupe.bench.report import write_report
 from mixupe.bench.suites import expand, manifest, parse_suite, write_manifest
 from mixupe.bench.summary import summarize
-from mixupe.bench.trend import dataset_sizes, plot_trend, trend_rows, trend_section
+from mixupe.bench.trend import (
+    complete_rows,
+    dataset_sizes,
+    plot_trend,
+    trend_rows,
+    trend_section,
+)
 from mixupe.errors import ConfigError
 
 V3, EC = "MixupE v3 (sign -1, released)", "Mixup at equal compute"
@@ -158,3 +164,34 @@ def test_a_label_without_subset_or_size_raises(tmp_path):
     write_scale_root(tmp_path, bad)
     with pytest.raises(ConfigError, match="names no size"):
         dataset_sizes(tmp_path, "scale")
+
+
+def test_a_size_with_missing_seeds_shows_its_pair_count_and_stays_out_of_the_plots(tmp_path):
+    """Drop two reported seeds of v3 on digits-300 from the pack: that size's v3 rows hold
+    the interval over the two remaining pairs, say "(n=2 of 4)", and are not plotted; the
+    complete sizes are unchanged."""
+    draws = write_scale_root(tmp_path, seed=5)
+    pack = tmp_path / "_packs" / "scale--all.json.gz"
+    with gzip.open(pack, "rt") as f:
+        data = json.load(f)
+    dropped = [name for name, run in data["runs"].items()
+               if run["config"]["dataset"] == "digits" and run["config"]["method"] == "mixupe"
+               and run["config"]["seed"] in (2, 3)]
+    assert len(dropped) == 2
+    for name in dropped:
+        del data["runs"][name]
+    with gzip.open(pack, "wt") as f:
+        json.dump(data, f)
+    summary = summarize(tmp_path)[0]
+    text = trend_section([summary], tmp_path, tmp_path / "out", plots=False)
+    cell = parse_tables(text)["digits"][(f"{V3} − Mixup", "final")]["digits-300"]
+    diff = np.array([draws[("digits-300", V3, s)][0] - draws[("digits-300", "Mixup", s)][0]
+                     for s in (0, 1)])
+    half = stats.t.ppf(0.975, 1) * diff.std(ddof=1) / math.sqrt(2)
+    assert cell.replace("**", "") == f"{100 * diff.mean():+.2f} ± {100 * half:.2f} (n=2 of 4)"
+    full = parse_tables(text)["letter"][(f"{V3} − Mixup", "final")]["letter-2k"]
+    assert full.replace("**", "") == expected(draws, "letter-2k", V3, "Mixup", 0)
+    rows = trend_rows(summary, dataset_sizes(tmp_path, "scale"))
+    kept = complete_rows(rows, len(SUITE["seeds"]))
+    assert {(r.dataset, r.a) for r in rows} - {(r.dataset, r.a) for r in kept} == {
+        ("digits-300", V3)}

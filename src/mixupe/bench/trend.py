@@ -27,8 +27,8 @@ from mixupe.bench.suites import read_manifests
 from mixupe.bench.summary import BEST, Paired, SuiteSummary
 from mixupe.errors import ConfigError
 
-__all__ = ["TREND_SUITES", "TrendRow", "dataset_sizes", "plot_trend", "render_trend",
-           "size_from_label", "trend_rows", "trend_section"]
+__all__ = ["TREND_SUITES", "TrendRow", "complete_rows", "dataset_sizes", "plot_trend",
+           "render_trend", "size_from_label", "trend_rows", "trend_section"]
 
 # Suites laid out by size; the equal-compute plot compares the first arm with the others.
 TREND_SUITES = ("scale",)
@@ -120,7 +120,9 @@ TREND_INTRO = (
     "mean ± 95 % Student-t half-width, at each training-set size; **bold**: the interval "
     "excludes zero (unadjusted; the suite's tables give Holm-adjusted p-values). final: the "
     "last epoch; best-val: the epoch of best validation accuracy, chosen on validation alone. "
-    "Every seed has its own split and subset, so sizes are independent samples."
+    "Every seed has its own split and subset, so sizes are independent samples. A size "
+    "whose comparison lacks some reported seeds (runs still to train) shows how many pairs "
+    "it has, (n=k of N), and is left out of the plots."
 )
 
 
@@ -136,8 +138,8 @@ def render_trend(rows: Sequence[TrendRow], summary: SuiteSummary) -> str:
         for comparison in dict.fromkeys(r.comparison for r in mine):
             by = {r.dataset: r for r in mine if r.comparison == comparison}
             for kind in ("final", "best-val"):
-                cells = [fmt_paired(getattr(by[d], "final" if kind == "final" else "best"))
-                         if d in by else "–" for d in labels]
+                cells = [_cell(getattr(by[d], "final" if kind == "final" else "best"),
+                               len(summary.seeds)) if d in by else "–" for d in labels]
                 lines.append(f"| {comparison if kind == 'final' else ''} | {kind} | "
                              + " | ".join(cells) + " |")
         cost = _cost_row(summary, labels)
@@ -145,6 +147,19 @@ def render_trend(rows: Sequence[TrendRow], summary: SuiteSummary) -> str:
             lines.append(cost)
         lines.append("")
     return "\n".join(lines)
+
+
+def _cell(paired: Paired | None, n_seeds: int) -> str:
+    """The paired difference, with its pair count where some reported seeds are missing."""
+    text = fmt_paired(paired)
+    if paired is not None and text != "–" and paired.n < n_seeds and "(n=" not in text:
+        text += f" (n={paired.n} of {n_seeds})"
+    return text
+
+
+def complete_rows(rows: Sequence[TrendRow], n_seeds: int) -> list[TrendRow]:
+    """The rows whose final-epoch comparison has every reported seed."""
+    return [r for r in rows if r.final is not None and r.final.n >= n_seeds]
 
 
 def _cost_row(summary: SuiteSummary, labels: Sequence[str]) -> str:
@@ -224,7 +239,8 @@ def trend_section(summaries: Sequence[SuiteSummary], runs_root: str | Path,
         parts += [f"## The trend with training-set size (suite `{summary.name}`)", "",
                   TREND_INTRO, "", render_trend(rows, summary)]
         if plots:
-            parts += _trend_plots(rows, summary, Path(out_dir))
+            parts += _trend_plots(complete_rows(rows, len(summary.seeds)), summary,
+                                  Path(out_dir))
     return "\n".join(parts) + ("\n" if parts else "")
 
 
