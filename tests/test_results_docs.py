@@ -26,6 +26,7 @@ from mixupe.bench.report import (
     stale_quotes,
 )
 from mixupe.bench.summary import summarize
+from mixupe.bench.trend import trend_section
 from mixupe.data.registry import describe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,10 +48,14 @@ def _preamble() -> str:
     return results.split("## The generated report")[0]
 
 
-def test_committed_report_is_what_the_run_logs_render(summaries):
+def test_committed_report_is_what_the_run_logs_render(summaries, tmp_path):
     text = render_markdown(summaries)
     committed = REPORT.read_text(encoding="utf-8").split("\n## Plots\n")[0]
-    assert committed.rstrip() == text.rstrip()
+    tables, _, trend = committed.partition("\n## The trend with training-set size")
+    assert tables.rstrip() == text.rstrip()
+    rendered = trend_section(summaries, RUNS, tmp_path, plots=False)
+    assert ("## The trend with training-set size" + trend).split("\n![")[0].rstrip() == (
+        rendered.rstrip() if trend else "")
 
 
 # The README's summary, the site's home page (the README with site links) and the user guide,
