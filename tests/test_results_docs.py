@@ -53,9 +53,9 @@ def test_committed_report_is_what_the_run_logs_render(summaries, tmp_path):
     committed = REPORT.read_text(encoding="utf-8").split("\n## Plots\n")[0]
     tables, _, trend = committed.partition("\n## The trend with training-set size")
     assert tables.rstrip() == text.rstrip()
+    committed_trend = ("## The trend with training-set size" + trend if trend else "")
     rendered = trend_section(summaries, RUNS, tmp_path, plots=False)
-    assert ("## The trend with training-set size" + trend).split("\n![")[0].rstrip() == (
-        rendered.rstrip() if trend else "")
+    assert committed_trend.split("\n![")[0].rstrip() == rendered.rstrip()
 
 
 # The README's summary, the site's home page (the README with site links) and the user guide,

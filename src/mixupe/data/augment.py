@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from mixupe._transfer import to_device
 from mixupe.errors import ConfigError, InputError
 
 __all__ = ["crop_flip"]
@@ -63,13 +64,15 @@ def crop_flip(
     gen_device = generator.device if generator is not None else torch.device("cpu")
     offsets = torch.randint(2 * padding + 1, (b, 2), generator=generator, device=gen_device)
     coins = torch.rand(b, generator=generator, device=gen_device) < 0.5
-    offsets, coins = offsets.to(x.device), coins.to(x.device)
+    # one copy of all the draws to the batch's device: (dy, dx, flip) per image
+    draws = to_device(torch.cat([offsets, coins[:, None].long()], 1), x.device)
+    offsets, coins = draws[:, :2], draws[:, 2].bool()
     fill_t = torch.zeros(c, dtype=x.dtype) if fill is None else torch.as_tensor(
         fill, dtype=x.dtype).reshape(-1)
     if fill_t.numel() not in (1, c):
         raise ConfigError(f"fill has {fill_t.numel()} values but the images have {c} channels: "
                           "pass one number or one per channel")
-    fill_t = fill_t.to(x.device).expand(c)
+    fill_t = fill_t.to(x.device).expand(c)  # no copy for a fill already on the device
     padded = fill_t.reshape(1, c, 1, 1).expand(b, c, h + 2 * padding, w + 2 * padding).clone()
     padded[:, :, padding:padding + h, padding:padding + w] = x
     rows = offsets[:, :1] + torch.arange(h, device=x.device)  # (B, H)

@@ -166,13 +166,15 @@ def _build(cfg: TrainConfig, ctx: D.DistContext) -> _Parts:
     return _Parts(ds=ds, model=model, objective=objective, step_module=step_module,
                   optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                   mix_generator=mix_gen, steps_per_epoch=steps, amp_dtype=amp_dtype,
-                  augment_fill=_augment_fill(cfg, ds), finite=FiniteCheck(NONFINITE_CHECK_EVERY))
+                  augment_fill=_augment_fill(cfg, ds, ctx.device),
+                  finite=FiniteCheck(NONFINITE_CHECK_EVERY))
 
 
-def _augment_fill(cfg: TrainConfig, ds: Any) -> torch.Tensor | None:
+def _augment_fill(cfg: TrainConfig, ds: Any, device: torch.device) -> torch.Tensor | None:
     """The padding value of ``augment="crop-flip"``: a black pixel in the dataset's
-    standardised units, ``-mean / std`` per channel (0 without standardisation); None for
-    ``augment="none"``. Refuses data that is not a batch of 2-D images."""
+    standardised units, ``-mean / std`` per channel (0 without standardisation), on the
+    training device once rather than copied every step; None for ``augment="none"``.
+    Refuses data that is not a batch of 2-D images."""
     if cfg.augment == "none":
         return None
     x = getattr(ds.train, "x", None)
@@ -183,10 +185,10 @@ def _augment_fill(cfg: TrainConfig, ds: Any) -> torch.Tensor | None:
             f"{cfg.dataset!r} is {ds.domain} data of shape {shape}: set augment='none'.")
     stats = (getattr(ds, "info", None) or {}).get("standardisation")
     if not stats:
-        return torch.zeros(x.shape[1])
+        return torch.zeros(x.shape[1], device=device)
     mean = torch.as_tensor(stats["mean"], dtype=torch.float64).reshape(-1)
     std = torch.as_tensor(stats["std"], dtype=torch.float64).reshape(-1)
-    return (-mean / std).to(torch.float32).expand(x.shape[1]).clone()
+    return (-mean / std).to(torch.float32).expand(x.shape[1]).to(device)
 
 
 # ---------------------------------------------------------------------- checkpoints
